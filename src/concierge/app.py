@@ -1,0 +1,142 @@
+"""The app factory: ``Concierge(settings).app()`` builds a server; nothing happens at import.
+
+:class:`Concierge` owns the services one server process shares (database, model registry,
+metering, key cache); the ASGI app's lifespan starts and stops them. Two instances with
+different settings can run side by side in one process (the tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pluggy
+from fastapi import FastAPI
+
+from concierge import __version__, keys
+from concierge.config import Settings
+from concierge.gateway import admin, errors, health, openai
+from concierge.gateway.auth import KeyCache
+from concierge.gateway.limits import BodySizeLimit
+from concierge.metering import Metering
+from concierge.metering.ledger import UsageLedger, tokens_since
+from concierge.metering.limits import Limiter, MemoryLimiter, RedisLimiter
+from concierge.metrics import Metrics
+from concierge.models.registry import ModelRegistry
+from concierge.plugins import plugin_manager
+from concierge.store import Database, migrate
+
+log = logging.getLogger(__name__)
+
+
+class Concierge:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        plugins: Iterable[object] = (),
+        entry_points: bool = True,
+        preload_models: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.pm: pluggy.PluginManager = plugin_manager(plugins, entry_points=entry_points)
+        self.preload_models = preload_models
+        self.db = Database(settings.resolved_database_url)
+        self.registry = ModelRegistry.from_plugins(self.pm, settings)
+        self.metrics = Metrics(self.registry.queue_depth)
+        self.ledger = UsageLedger(self.db, settings.usage_flush_seconds)
+        self.limiter: Limiter = (
+            RedisLimiter(self._usage_since, settings.redis_url)
+            if settings.redis_url
+            else MemoryLimiter(self._usage_since)
+        )
+        self.metering = Metering(self.ledger, self.limiter, self.metrics)
+        self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
+        self._warmups: list[asyncio.Future[Any]] = []
+
+    async def _usage_since(self, api_key_id: int, since: Any) -> int:
+        await self.ledger.flush()  # the ledger must include this process's latest records
+        return await self.db.read(lambda conn: tokens_since(conn, api_key_id, since))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        await asyncio.to_thread(migrate.upgrade, self.db)
+        created = await self.db.write(
+            lambda conn: keys.bootstrap_admin(conn, self.settings.admin_key)
+        )
+        if created is not None and not self.settings.admin_key:
+            announce_admin_key(created.secret)
+        await self.ledger.start()
+        if self.preload_models:
+            loop = asyncio.get_running_loop()
+            for backend in [
+                *self.registry.models.values(),
+                *self.registry.embedding_models.values(),
+            ]:
+                load = getattr(backend, "load", None)
+                if load is not None:
+                    self._warmups.append(loop.run_in_executor(None, load))
+
+    async def shutdown(self) -> None:
+        for warmup in self._warmups:
+            if not warmup.done():
+                await asyncio.wait([warmup], timeout=30)
+        await self.ledger.stop()
+        await self.limiter.close()
+        await self.registry.aclose()
+        await asyncio.to_thread(self.db.close)
+
+    # -- the ASGI app ----------------------------------------------------------------------
+
+    def app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await self.startup()
+            try:
+                yield
+            finally:
+                await self.shutdown()
+
+        app = FastAPI(
+            title="Concierge",
+            version=__version__,
+            summary="Self-hosted AI assistant platform with an OpenAI-compatible API.",
+            lifespan=lifespan,
+            openapi_url="/openapi.json",
+        )
+        app.state.concierge = self
+        errors.install(app)
+        app.include_router(openai.router)
+        app.include_router(admin.router)
+        app.include_router(health.router)
+        app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
+        return app
+
+
+def announce_admin_key(secret: str) -> None:
+    """Print a newly generated admin key, once, where the operator will see it."""
+    bar = "=" * 72
+    print(
+        f"\n{bar}\n  Concierge created an admin API key. It is shown only this once:\n\n"
+        f"    {secret}\n\n  Keep it safe: store it in a password manager or as "
+        f"CONCIERGE_API_KEY.\n{bar}\n",
+        file=sys.stdout,
+        flush=True,
+    )
+
+
+def create_app(settings: Settings, **kwargs: Any) -> FastAPI:
+    """Shorthand for ``Concierge(settings, **kwargs).app()`` (used by uvicorn's factory mode)."""
+    return Concierge(settings, **kwargs).app()
+
+
+def from_environment() -> FastAPI:
+    """App factory for multi-worker uvicorn: settings from CONCIERGE_* and CONCIERGE_CONFIG."""
+    from concierge.config import load_settings
+
+    return Concierge(load_settings()).app()

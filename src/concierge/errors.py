@@ -1,0 +1,135 @@
+"""The errors Concierge raises, each carrying the HTTP status it maps to.
+
+Every error is written for the person who reads it: the API client, the operator at the CLI.
+One exception handler (``concierge.gateway.errors``) turns them into responses; on ``/v1`` in
+OpenAI's error shape ``{"error": {"message", "type", "param", "code"}}``. Nothing else reaches a
+client: an unexpected exception becomes a 500 with a generic message and is logged server-side.
+
+    ConciergeError                      500  server_error
+    ├── ConfigError                          (start-up only: a bad setting; never an HTTP reply)
+    ├── InvalidRequest                  400  invalid_request_error
+    │   └── ContextLengthExceeded       400  invalid_request_error / context_length_exceeded
+    ├── AuthenticationFailed            401  authentication_error / invalid_api_key
+    ├── PermissionDenied                403  permission_error
+    ├── NotFound                        404  not_found_error
+    │   └── ModelNotFound               404  not_found_error / model_not_found
+    ├── Conflict                        409  conflict_error
+    ├── PayloadTooLarge                 413  invalid_request_error / payload_too_large
+    ├── RateLimited                     429  rate_limit_error (carries Retry-After)
+    │   └── QuotaExceeded               429  insufficient_quota
+    ├── UpstreamError                   502  upstream_error
+    │   └── UpstreamTimeout             504  upstream_error / timeout
+    └── ServiceUnavailable              503  service_unavailable
+"""
+
+from __future__ import annotations
+
+
+class ConciergeError(Exception):
+    """Base class: an error with an HTTP status and a message safe to show to a client."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers: dict[str, str] = headers or {}
+
+    def to_dict(self) -> dict[str, object]:
+        """The OpenAI error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(ConciergeError):
+    """A setting has a bad value or the configuration file cannot be read."""
+
+
+class InvalidRequest(ConciergeError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(ConciergeError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ConciergeError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class NotFound(ConciergeError):
+    status = 404
+    type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(ConciergeError):
+    status = 409
+    type = "conflict_error"
+
+
+class PayloadTooLarge(ConciergeError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimited(ConciergeError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
+class QuotaExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class UpstreamError(ConciergeError):
+    status = 502
+    type = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "timeout"
+
+
+class ServiceUnavailable(ConciergeError):
+    status = 503
+    type = "service_unavailable"

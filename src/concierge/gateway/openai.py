@@ -1,0 +1,334 @@
+"""The OpenAI-compatible endpoints: models, chat completions, completions, embeddings.
+
+Every request is authenticated, admitted by the limiter, routed, and metered exactly once,
+however it ends (success, error, client gone). Generation errors that happen before the first
+token become ordinary HTTP errors, also for streaming requests; after the first token they are
+sent as an SSE ``error`` event, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from concierge.errors import ConciergeError, InvalidRequest, ModelNotFound
+from concierge.gateway.auth import InferenceKey
+from concierge.gateway.responses import JSON, SSE_DONE, sse_event, sse_response
+from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from concierge.metering import Meter
+from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
+from concierge.models.registry import generate
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+T = TypeVar("T")
+STARTED = int(time.time())
+CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in the ledger
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; cancel it and raise ClientDisconnected if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.wait({task})
+    raise ClientDisconnected
+
+
+@dataclass
+class _Reply:
+    """What a generation produced, gathered from its events."""
+
+    model: str
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish: Finish | None = None
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(
+                event.index,
+                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if event.id:
+                call["id"] = event.id
+            if event.name:
+                call["function"]["name"] = event.name
+            call["function"]["arguments"] += event.arguments
+        else:
+            self.finish = event
+
+    @property
+    def usage(self) -> Usage:
+        # A reply cut short has no Finish: count what was produced, as an estimate.
+        return self.finish.usage if self.finish else Usage(0, len(self.text) + len(self.calls))
+
+
+def _models(request: Request) -> Any:
+    return request.app.state.concierge.registry
+
+
+def _metering(request: Request) -> Any:
+    return request.app.state.concierge.metering
+
+
+@router.get("/models", summary="List models")
+async def list_models(request: Request, _key: InferenceKey) -> JSON:
+    data = [
+        {"id": info.id, "object": "model", "created": STARTED, "owned_by": info.owned_by}
+        for info in _models(request).infos()
+    ]
+    return JSON({"object": "list", "data": data})
+
+
+@router.get("/models/{model_id:path}", summary="Retrieve a model")
+async def retrieve_model(model_id: str, request: Request, _key: InferenceKey) -> JSON:
+    for info in _models(request).infos():
+        if info.id == model_id:
+            return JSON(
+                {"id": info.id, "object": "model", "created": STARTED, "owned_by": info.owned_by}
+            )
+    raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+
+
+@router.post("/chat/completions", summary="Create a chat completion")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, key: InferenceKey
+) -> Response:
+    return await _generate(request, key, "chat.completions", body, chat=True)
+
+
+@router.post("/completions", summary="Create a text completion")
+async def completions(body: CompletionRequest, request: Request, key: InferenceKey) -> Response:
+    return await _generate(request, key, "completions", body, chat=False)
+
+
+async def _generate(
+    request: Request,
+    key: Any,
+    endpoint: str,
+    body: ChatCompletionRequest | CompletionRequest,
+    *,
+    chat: bool,
+) -> Response:
+    meter: Meter = await _metering(request).begin(key, endpoint, body.model)
+    events: AsyncIterator[tuple[Model, Event]] | None = None
+    try:
+        route = _models(request).route(body.model)
+        events = generate(route, body.to_generation(priority_key=f"key:{key.id}"))
+        # Wait for the first event before answering: a failure up to here is a plain HTTP error.
+        first = await until_disconnect(request, anext(events))
+    except ClientDisconnected:
+        await _close(events)
+        await meter.finish(CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
+    except BaseException as exc:
+        await _close(events)
+        await meter.fail(exc)
+        raise
+    reply = _Reply(model=first[0].model_id)
+    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    if body.stream:
+        return sse_response(
+            _stream(meter, events, first[1], reply, ident, body.include_usage, chat)
+        )
+
+    async def rest() -> None:
+        reply.add(first[1])
+        meter.mark_first_token()
+        async for _model, event in events:
+            reply.add(event)
+
+    try:
+        await until_disconnect(request, rest())
+    except ClientDisconnected:
+        await meter.finish(CLIENT_CLOSED, reply.usage, model=reply.model)
+        return Response(status_code=CLIENT_CLOSED)
+    except BaseException as exc:
+        await meter.fail(exc)
+        raise
+    finally:
+        await _close(events)
+    await meter.finish(200, reply.usage, model=reply.model)
+    return JSON(_whole_body(reply, ident, chat))
+
+
+async def _close(events: AsyncIterator[Any] | None) -> None:
+    if events is not None:
+        with anyio.CancelScope(shield=True):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
+    finish = reply.finish.reason if reply.finish else "stop"
+    text = "".join(reply.text)
+    if chat:
+        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        if reply.calls:
+            message["tool_calls"] = [reply.calls[i] for i in sorted(reply.calls)]
+        else:
+            message["content"] = text
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish,
+        }
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return {
+        "id": ident,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": reply.model,
+        "system_fingerprint": None,
+        "choices": [choice],
+        "usage": reply.usage.to_dict(),
+    }
+
+
+async def _stream(
+    meter: Meter,
+    events: AsyncIterator[tuple[Model, Event]],
+    first: Event,
+    reply: _Reply,
+    ident: str,
+    include_usage: bool,
+    chat: bool,
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    base = {
+        "id": ident,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": reply.model,
+        "system_fingerprint": None,
+    }
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(payload: dict[str, Any], finish: str | None = None) -> bytes:
+        if chat:
+            choice = {"index": 0, "delta": payload, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {
+                "index": 0,
+                "text": payload.get("content", ""),
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        return sse_event({**base, "choices": [choice], **extra})
+
+    status = 200
+    try:
+        if chat:
+            yield chunk({"role": "assistant", "content": ""})
+        pending: Event | None = first
+        while True:
+            if pending is None:
+                try:
+                    pending = (await anext(events))[1]
+                except StopAsyncIteration:
+                    break
+            event, pending = pending, None
+            reply.add(event)
+            if isinstance(event, TextDelta):
+                meter.mark_first_token()
+                yield chunk({"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                meter.mark_first_token()
+                call: dict[str, Any] = {
+                    "index": event.index,
+                    "function": {"arguments": event.arguments},
+                }
+                if event.id:
+                    call.update(id=event.id, type="function")
+                if event.name:
+                    call["function"]["name"] = event.name
+                yield chunk({"tool_calls": [call]})
+            elif isinstance(event, Finish):
+                yield chunk({}, finish=event.reason)
+        if include_usage:
+            yield sse_event({**base, "choices": [], "usage": reply.usage.to_dict()})
+        yield SSE_DONE
+    except ConciergeError as exc:
+        status = exc.status
+        yield sse_event(exc.to_dict())
+    except (asyncio.CancelledError, GeneratorExit):
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _close(events)
+            await meter.finish(status, reply.usage, model=reply.model)
+
+
+@router.post("/embeddings", summary="Create embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request, key: InferenceKey) -> JSON:
+    meter: Meter = await _metering(request).begin(key, "embeddings", body.model)
+    settings = request.app.state.concierge.settings
+    try:
+        embedder = _models(request).embedder(body.model)
+        texts = body.texts
+        if len(texts) > settings.embedding_max_inputs:
+            raise InvalidRequest(
+                f"Too many inputs: {len(texts)}; the limit is {settings.embedding_max_inputs} "
+                "per request.",
+                param="input",
+            )
+        if (
+            body.dimensions is not None
+            and embedder.dimensions
+            and body.dimensions != embedder.dimensions
+        ):
+            raise InvalidRequest(
+                f"{embedder.model_id} produces {embedder.dimensions}-dimensional vectors; "
+                "it cannot shorten them",
+                param="dimensions",
+            )
+        result = await embedder.embed(texts)
+    except BaseException as exc:
+        await meter.fail(exc)
+        raise
+    vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
+    if body.encoding_format == "base64":
+        rows: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
+    else:
+        rows = list(vectors)
+    await meter.finish(200, Usage(result.prompt_tokens, 0), model=embedder.model_id)
+    return JSON(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)
+            ],
+            "model": embedder.model_id,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )

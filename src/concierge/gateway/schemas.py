@@ -1,0 +1,291 @@
+"""OpenAI request bodies, validated strictly (unknown fields are refused, as OpenAI does)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from concierge.errors import InvalidRequest
+from concierge.models.base import (
+    GenerationRequest,
+    Message,
+    ResponseFormat,
+    ToolCall,
+    ToolSpec,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+Content = str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
+
+
+def _text(content: Content | None, where: str) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if any(isinstance(part, ImagePart) for part in content):
+        raise InvalidRequest("image inputs are not supported by this gateway yet", param=where)
+    return "".join(part.text for part in content if isinstance(part, TextPart))
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class SystemMessage(_Strict):
+    role: Literal["system", "developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(_Strict):
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(_Strict):
+    role: Literal["assistant"]
+    content: Content | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    refusal: str | None = None
+
+
+class ToolMessage(_Strict):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+
+class FunctionDef(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatIn(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_present(self) -> ResponseFormatIn:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs a json_schema object")
+        return self
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+Stop = (
+    Annotated[str, Field(min_length=1)]
+    | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+)
+
+
+class _Sampling(_Strict):
+    model: str = Field(min_length=1, max_length=200)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    stop: Stop | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    logit_bias: dict[str, float] | None = None
+
+    def _stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormatIn | None = None
+    logprobs: Literal[False] | None = Field(
+        None, description="Log probabilities are not supported."
+    )
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+
+    def to_generation(self, priority_key: str) -> GenerationRequest:
+        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
+            raise InvalidRequest("tool_choice is set but no tools were given", param="tool_choice")
+        messages = [_message(m, i) for i, m in enumerate(self.messages)]
+        choice: str | None
+        if isinstance(self.tool_choice, NamedToolChoice):
+            choice = self.tool_choice.function.name
+        else:
+            choice = self.tool_choice
+        fmt = None
+        if self.response_format is not None and self.response_format.type != "text":
+            js = self.response_format.json_schema
+            fmt = ResponseFormat(
+                self.response_format.type,
+                schema=js.schema_ if js else None,
+                name=js.name if js else None,
+            )
+        extra: dict[str, Any] = {}
+        if self.logit_bias:
+            extra["logit_bias"] = self.logit_bias
+        if self.parallel_tool_calls is not None and self.tools:
+            extra["parallel_tool_calls"] = self.parallel_tool_calls
+        return GenerationRequest(
+            model=self.model,
+            messages=messages,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self._stops(),
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            tools=[
+                ToolSpec(t.function.name, t.function.description, t.function.parameters)
+                for t in self.tools or []
+            ],
+            tool_choice=choice,
+            response_format=fmt,
+            user=self.user,
+            stream=self.stream,
+            extra=extra,
+            priority_key=priority_key,
+        )
+
+
+def _message(m: SystemMessage | UserMessage | AssistantMessage | ToolMessage, i: int) -> Message:
+    where = f"messages.{i}.content"
+    if isinstance(m, SystemMessage):
+        return Message("system", _text(m.content, where), name=m.name)
+    if isinstance(m, UserMessage):
+        return Message("user", _text(m.content, where), name=m.name)
+    if isinstance(m, ToolMessage):
+        return Message("tool", _text(m.content, where), tool_call_id=m.tool_call_id)
+    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or [])
+    return Message("assistant", _text(m.content, where), tool_calls=calls, name=m.name)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int | None = Field(16, ge=1)
+    echo: Literal[False] = False
+    best_of: Literal[1] | None = None
+    logprobs: None = Field(None, description="Log probabilities are not supported.")
+    suffix: None = Field(None, description="Insertion (suffix) is not supported.")
+
+    def to_generation(self, priority_key: str) -> GenerationRequest:
+        prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        extra: dict[str, Any] = {"logit_bias": self.logit_bias} if self.logit_bias else {}
+        return GenerationRequest(
+            model=self.model,
+            prompt=prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self._stops(),
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            user=self.user,
+            stream=self.stream,
+            extra=extra,
+            priority_key=priority_key,
+        )
+
+
+class EmbeddingRequest(_Strict):
+    model: str = Field(min_length=1, max_length=200)
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = Field(None, max_length=256)
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class OrganizationIn(_Strict):
+    slug: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(None, max_length=200)
+
+
+class KeyIn(_Strict):
+    org: str = Field(min_length=1, max_length=64, description="Slug of the key's organisation.")
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Literal["admin", "inference"]] = Field(default=["inference"], min_length=1)
+    requests_per_minute: int | None = Field(None, ge=1, le=10**9)
+    tokens_per_minute: int | None = Field(None, ge=1, le=10**12)
+    tokens_per_day: int | None = Field(None, ge=1, le=10**15)
+    tokens_per_month: int | None = Field(None, ge=1, le=10**15)

@@ -1,0 +1,193 @@
+"""The model backend contract: typed messages in, a stream of typed events out.
+
+A backend implements one abstract method, :meth:`Model.execute`, an async generator of
+:data:`Event` values. Capabilities are class flags. Closing the generator early (the client went
+away) must stop generation. Non-streaming replies are the same stream, collected.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            data["name"] = self.name
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+ToolChoice = Literal["auto", "none", "required"] | str  # a str other than those names a tool
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """A chat (``messages``) or text-completion (``prompt``) request, backend-neutral."""
+
+    model: str
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    stream: bool = True  # a hint: the caller will stream (upstreams may answer in one piece)
+    extra: dict[str, Any] = field(default_factory=dict)  # passed through to upstreams as-is
+    priority_key: str = "anonymous"  # who is asking, for fair queueing
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    usage: Usage
+
+
+Event = TextDelta | ToolCallDelta | Finish
+
+
+class Model(ABC):
+    """A chat / completion backend. Subclasses set ``model_id`` and the capability flags."""
+
+    model_id: str
+    owned_by: str = "concierge"
+    can_stream: bool = True
+    supports_chat: bool = True
+    supports_completion: bool = True
+    supports_tools: bool = False
+    supports_json: bool = False
+    context_length: int | None = None
+
+    @abstractmethod
+    def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        """Generate for ``request``; yield deltas, then exactly one :class:`Finish` last."""
+
+    def queue_depth(self) -> int:
+        """Requests waiting for this backend (0 where it does not queue)."""
+        return 0
+
+    async def aclose(self) -> None:
+        """Release resources (threads, connections) at shutdown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: NDArray[np.float32]  # one row per input, in input order
+    prompt_tokens: int
+
+
+class EmbeddingModel(ABC):
+    """An embedding backend: texts in, one unit-length vector per text out."""
+
+    model_id: str
+    owned_by: str = "concierge"
+    dimensions: int
+    max_input_tokens: int | None = None
+
+    @abstractmethod
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        """Embed ``texts`` in order."""
+
+    async def aclose(self) -> None:
+        """Release resources at shutdown."""

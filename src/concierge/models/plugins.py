@@ -1,0 +1,60 @@
+"""The built-in backends, registered through the same hooks as any third-party plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from concierge.config import Settings
+from concierge.hookspecs import hookimpl
+from concierge.models.assets import default_gguf, minilm_dir
+from concierge.models.base import EmbeddingModel, Model
+
+
+@hookimpl
+def register_models(register: Callable[[Model], None], settings: Settings) -> None:
+    """The embedded llama.cpp model and every chat model of every configured upstream."""
+    if settings.llm_enabled:
+        from concierge.models.llama import LlamaModel
+
+        configured = settings.llm_model_path
+        register(
+            LlamaModel(
+                settings.llm_model_name,
+                configured if configured else lambda: default_gguf(settings.models_dir),
+                context_length=settings.llm_context_length,
+                threads=settings.llm_threads,
+                batch_size=settings.llm_batch_size,
+                chat_template=settings.llm_chat_template,
+            )
+        )
+    from concierge.models.upstream import OpenAIUpstream, make_client
+
+    for upstream in settings.upstreams:
+        if upstream.models:
+            client = make_client(upstream)
+            for model_id in upstream.models:
+                register(OpenAIUpstream(model_id, upstream, client))
+
+
+@hookimpl
+def register_embedding_models(
+    register: Callable[[EmbeddingModel], None], settings: Settings
+) -> None:
+    """The embedded all-MiniLM-L6-v2 and every upstream embedding model."""
+    if settings.embedding_enabled:
+        from concierge.models.minilm import MiniLMEmbeddings
+
+        register(
+            MiniLMEmbeddings(
+                settings.embedding_model_name,
+                lambda: minilm_dir(settings.models_dir),
+                batch_size=settings.embedding_batch_size,
+            )
+        )
+    from concierge.models.upstream import OpenAIUpstreamEmbeddings, make_client
+
+    for upstream in settings.upstreams:
+        if upstream.embedding_models:
+            client = make_client(upstream)
+            for model_id in upstream.embedding_models:
+                register(OpenAIUpstreamEmbeddings(model_id, upstream, client))

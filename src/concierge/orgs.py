@@ -1,0 +1,90 @@
+"""Organisations: the tenants. Every key, document and conversation belongs to one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.store.tables import organizations
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+DEFAULT_ORG = "default"
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: int
+    slug: str
+    name: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "slug": self.slug,
+            "name": self.name,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _row(row: Any) -> Organization:
+    created = row.created_at
+    if created.tzinfo is None:  # SQLite returns naive datetimes
+        created = created.replace(tzinfo=UTC)
+    return Organization(row.id, row.slug, row.name, created)
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_PATTERN.match(slug):
+        raise InvalidRequest(
+            f"'{slug}' is not a valid organisation slug: use 1-64 lowercase letters, digits and "
+            "hyphens, starting and ending with a letter or digit",
+            param="slug",
+        )
+    return slug
+
+
+def create(conn: Connection, slug: str, name: str | None = None) -> Organization:
+    validate_slug(slug)
+    name = (name or slug).strip()
+    if not name or len(name) > 200:
+        raise InvalidRequest("an organisation name has 1-200 characters", param="name")
+    now = datetime.now(UTC)
+    try:
+        with conn.begin_nested():
+            result = conn.execute(
+                insert(organizations).values(slug=slug, name=name, created_at=now)
+            )
+    except IntegrityError:
+        raise Conflict(f"an organisation with slug '{slug}' already exists", param="slug") from None
+    assert result.inserted_primary_key is not None
+    return Organization(int(result.inserted_primary_key[0]), slug, name, now)
+
+
+def get(conn: Connection, slug: str) -> Organization:
+    row = conn.execute(select(organizations).where(organizations.c.slug == slug)).first()
+    if row is None:
+        raise NotFound(f"no organisation with slug '{slug}'", param="org")
+    return _row(row)
+
+
+def get_by_id(conn: Connection, org_id: int) -> Organization:
+    row = conn.execute(select(organizations).where(organizations.c.id == org_id)).first()
+    if row is None:
+        raise NotFound(f"no organisation with id {org_id}")
+    return _row(row)
+
+
+def list_all(conn: Connection) -> list[Organization]:
+    return [_row(r) for r in conn.execute(select(organizations).order_by(organizations.c.id))]
+
+
+def ensure(conn: Connection, slug: str, name: str | None = None) -> Organization:
+    row = conn.execute(select(organizations).where(organizations.c.slug == slug)).first()
+    return _row(row) if row is not None else create(conn, slug, name)
