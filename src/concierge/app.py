@@ -41,12 +41,16 @@ class Concierge:
         plugins: Iterable[object] = (),
         entry_points: bool = True,
         preload_models: bool = True,
+        registry: ModelRegistry | None = None,
     ) -> None:
+        """``registry``: use these models instead of building them from plugins; the caller
+        then owns them (they are not closed at shutdown)."""
         self.settings = settings
         self.pm: pluggy.PluginManager = plugin_manager(plugins, entry_points=entry_points)
         self.preload_models = preload_models
         self.db = Database(settings.resolved_database_url)
-        self.registry = ModelRegistry.from_plugins(self.pm, settings)
+        self._owns_registry = registry is None
+        self.registry = registry or ModelRegistry.from_plugins(self.pm, settings)
         self.metrics = Metrics(self.registry.queue_depth)
         self.ledger = UsageLedger(self.db, settings.usage_flush_seconds)
         self.limiter: Limiter = (
@@ -88,7 +92,8 @@ class Concierge:
                 await asyncio.wait([warmup], timeout=30)
         await self.ledger.stop()
         await self.limiter.close()
-        await self.registry.aclose()
+        if self._owns_registry:
+            await self.registry.aclose()
         await asyncio.to_thread(self.db.close)
 
     # -- the ASGI app ----------------------------------------------------------------------

@@ -79,6 +79,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     data_dir: Path = Field(Path("data"), description="Folder for the database, models and files.")
+    models_dir: Path | None = Field(
+        None, description="Folder for model files assembled from packages; default data_dir/models."
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL; default sqlite under data_dir. "
@@ -154,8 +157,8 @@ class Settings(BaseModel):
         return f"sqlite:///{(self.data_dir / 'concierge.db').resolve()}"
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
 
 @dataclass(frozen=True)

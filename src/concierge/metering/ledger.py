@@ -52,6 +52,7 @@ class UsageLedger:
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()  # one flush at a time: records commit in order
         self._stopping = False
 
     def record(self, rec: UsageRecord) -> None:
@@ -70,6 +71,10 @@ class UsageLedger:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:

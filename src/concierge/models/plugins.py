@@ -20,7 +20,7 @@ def register_models(register: Callable[[Model], None], settings: Settings) -> No
         register(
             LlamaModel(
                 settings.llm_model_name,
-                configured if configured else lambda: default_gguf(settings.models_dir),
+                configured if configured else lambda: default_gguf(settings.resolved_models_dir),
                 context_length=settings.llm_context_length,
                 threads=settings.llm_threads,
                 batch_size=settings.llm_batch_size,
@@ -47,7 +47,7 @@ def register_embedding_models(
         register(
             MiniLMEmbeddings(
                 settings.embedding_model_name,
-                lambda: minilm_dir(settings.models_dir),
+                lambda: minilm_dir(settings.resolved_models_dir),
                 batch_size=settings.embedding_batch_size,
             )
         )

