@@ -179,7 +179,9 @@ async def concierge(settings: Settings, registry: ModelRegistry) -> AsyncIterato
 def http_client(app: Concierge, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app.app()), base_url="http://test", headers=headers,
+        transport=httpx.ASGITransport(app=app.app()),
+        base_url="http://test",
+        headers=headers,
         timeout=60,
     )
 
@@ -207,7 +209,10 @@ class LiveServer:
         self._log_file = self.log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "concierge", "serve"],
-            env=full_env, cwd=cwd, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -12,8 +12,12 @@ from concierge.app import Concierge
 from tests.conftest import EMBEDDER, LLM, http_client
 from tests.helpers import ledger_rows, sse_payloads
 
-CHAT = {"model": LLM, "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": 8, "temperature": 0}
+CHAT = {
+    "model": LLM,
+    "messages": [{"role": "user", "content": "Say hello."}],
+    "max_tokens": 8,
+    "temperature": 0,
+}
 
 
 def assert_openai_error(response, status: int, type_: str | None = None) -> dict:
@@ -54,7 +58,9 @@ async def test_chat_completion_and_ledger(client: AsyncClient, concierge: Concie
     row = rows[0]
     assert (row.endpoint, row.model, row.status) == ("chat.completions", LLM, 200)
     assert (row.prompt_tokens, row.completion_tokens) == (
-        usage["prompt_tokens"], usage["completion_tokens"])
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
 
 
 async def test_chat_streaming_with_usage(client: AsyncClient, concierge: Concierge) -> None:
@@ -87,15 +93,23 @@ async def test_stream_without_include_usage_has_no_usage(client: AsyncClient) ->
 
 async def test_text_completion(client: AsyncClient) -> None:
     response = await client.post(
-        "/v1/completions", json={"model": LLM, "prompt": "The capital of France is",
-                                 "max_tokens": 5, "temperature": 0})
+        "/v1/completions",
+        json={
+            "model": LLM,
+            "prompt": "The capital of France is",
+            "max_tokens": 5,
+            "temperature": 0,
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "text_completion"
     assert isinstance(body["choices"][0]["text"], str)
     assert body["usage"]["completion_tokens"] <= 5
-    streamed = await client.post("/v1/completions", json={
-        "model": LLM, "prompt": "Once upon a time", "max_tokens": 4, "stream": True})
+    streamed = await client.post(
+        "/v1/completions",
+        json={"model": LLM, "prompt": "Once upon a time", "max_tokens": 4, "stream": True},
+    )
     events = sse_payloads(streamed.text)
     assert events[-1] == "[DONE]" and events[0]["object"] == "text_completion"
 
@@ -108,39 +122,78 @@ async def test_same_seed_same_answer(client: AsyncClient) -> None:
 
 
 async def test_stop_sequence(client: AsyncClient) -> None:
-    response = await client.post("/v1/completions", json={
-        "model": LLM, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 30, "temperature": 0,
-        "stop": ["9"]})
+    response = await client.post(
+        "/v1/completions",
+        json={
+            "model": LLM,
+            "prompt": "1, 2, 3, 4, 5, 6,",
+            "max_tokens": 30,
+            "temperature": 0,
+            "stop": ["9"],
+        },
+    )
     assert "9" not in response.json()["choices"][0]["text"]
 
 
 async def test_json_response_format(client: AsyncClient) -> None:
-    response = await client.post("/v1/chat/completions", json={
-        **CHAT, "max_tokens": 40,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {
-            "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
-            "required": ["city"]}}}})
+    response = await client.post(
+        "/v1/chat/completions",
+        json={
+            **CHAT,
+            "max_tokens": 40,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "city",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string", "maxLength": 12}},
+                        "required": ["city"],
+                    },
+                },
+            },
+        },
+    )
     assert response.status_code == 200, response.text
     import json
+
     data = json.loads(response.json()["choices"][0]["message"]["content"])
     assert isinstance(data["city"], str)
 
 
 async def test_forced_tool_call(client: AsyncClient) -> None:
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
-                       "required": ["city"]}}}]
-    response = await client.post("/v1/chat/completions", json={
-        "model": LLM, "messages": [{"role": "user", "content": "Weather in Paris?"}],
-        "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-        "max_tokens": 60, "temperature": 0})
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 20}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    response = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": LLM,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 60,
+            "temperature": 0,
+        },
+    )
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     call = choice["message"]["tool_calls"][0]
     assert call["type"] == "function" and call["function"]["name"] == "get_weather"
     import json
+
     assert "city" in json.loads(call["function"]["arguments"])
 
 
@@ -153,13 +206,16 @@ async def test_embeddings_float_and_base64(client: AsyncClient, concierge: Conci
     vec = np.array(body["data"][0]["embedding"], dtype=np.float32)
     assert vec.shape == (384,) and abs(np.linalg.norm(vec) - 1) < 1e-4
     assert body["usage"]["prompt_tokens"] > 0
-    b64 = await client.post("/v1/embeddings", json={
-        "model": EMBEDDER, "input": texts, "encoding_format": "base64"})
+    b64 = await client.post(
+        "/v1/embeddings", json={"model": EMBEDDER, "input": texts, "encoding_format": "base64"}
+    )
     decoded = np.frombuffer(base64.b64decode(b64.json()["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, vec, atol=1e-6)
     rows = await ledger_rows(concierge)
     assert [r.endpoint for r in rows] == ["embeddings", "embeddings"]
-    assert rows[0].completion_tokens == 0 and rows[0].prompt_tokens == body["usage"]["prompt_tokens"]
+    assert (
+        rows[0].completion_tokens == 0 and rows[0].prompt_tokens == body["usage"]["prompt_tokens"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,8 +234,9 @@ async def test_embeddings_bad_input(client: AsyncClient, payload: dict, param: s
 
 
 async def test_malformed_json(client: AsyncClient, concierge: Concierge) -> None:
-    response = await client.post("/v1/chat/completions", content=b'{"model": ',
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/chat/completions", content=b'{"model": ', headers={"Content-Type": "application/json"}
+    )
     error = assert_openai_error(response, 400, "invalid_request_error")
     assert "JSON" in error["message"]
     assert await ledger_rows(concierge) == []  # nothing recorded for a request never run
@@ -198,8 +255,9 @@ async def test_malformed_json(client: AsyncClient, concierge: Concierge) -> None
         ({**CHAT, "tool_choice": "required"}, "tool_choice"),
     ],
 )
-async def test_chat_bad_input(client: AsyncClient, concierge: Concierge, payload: dict,
-                              param: str) -> None:
+async def test_chat_bad_input(
+    client: AsyncClient, concierge: Concierge, payload: dict, param: str
+) -> None:
     error = assert_openai_error(await client.post("/v1/chat/completions", json=payload), 400)
     assert (error["param"] or "").startswith(param), error
 
@@ -208,7 +266,8 @@ async def test_unknown_model_is_404_and_recorded_without_tokens(
     client: AsyncClient, concierge: Concierge
 ) -> None:
     error = assert_openai_error(
-        await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}), 404)
+        await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}), 404
+    )
     assert error["code"] == "model_not_found" and error["param"] == "model"
     rows = await ledger_rows(concierge)
     assert [(r.status, r.prompt_tokens, r.completion_tokens) for r in rows] == [(404, 0, 0)]
@@ -216,11 +275,17 @@ async def test_unknown_model_is_404_and_recorded_without_tokens(
 
 async def test_prompt_over_context(client: AsyncClient, concierge: Concierge) -> None:
     long = "word " * 3000  # > 2048 tokens of context in tests
-    error = assert_openai_error(await client.post("/v1/chat/completions", json={
-        "model": LLM, "messages": [{"role": "user", "content": long}]}), 400)
+    error = assert_openai_error(
+        await client.post(
+            "/v1/chat/completions",
+            json={"model": LLM, "messages": [{"role": "user", "content": long}]},
+        ),
+        400,
+    )
     assert error["code"] == "context_length_exceeded"
-    error = assert_openai_error(await client.post("/v1/chat/completions", json={
-        **CHAT, "max_tokens": 5000}), 400)
+    error = assert_openai_error(
+        await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5000}), 400
+    )
     assert error["code"] == "context_length_exceeded"
     rows = await ledger_rows(concierge)
     assert [(r.status, r.prompt_tokens + r.completion_tokens) for r in rows] == [(400, 0)] * 2
@@ -237,8 +302,9 @@ async def test_oversized_body(concierge: Concierge) -> None:
             for _ in range(limit // 65536 + 2):
                 yield b"x" * 65536
 
-        response = await c.post("/v1/chat/completions", content=chunks(),
-                                headers={"Content-Type": "application/json"})
+        response = await c.post(
+            "/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert_openai_error(response, 413)
     assert await ledger_rows(concierge) == []
 
@@ -271,8 +337,11 @@ async def test_scopes(client: AsyncClient, concierge: Concierge) -> None:
 
 
 async def test_rate_limit_429_with_retry_after(client: AsyncClient, concierge: Concierge) -> None:
-    created = (await client.post("/api/keys", json={
-        "org": "default", "name": "limited", "requests_per_minute": 2})).json()
+    created = (
+        await client.post(
+            "/api/keys", json={"org": "default", "name": "limited", "requests_per_minute": 2}
+        )
+    ).json()
     async with http_client(concierge, key=created["key"]) as limited:
         body = {"model": EMBEDDER, "input": "hi"}
         assert (await limited.post("/v1/embeddings", json=body)).status_code == 200
@@ -287,15 +356,18 @@ async def test_rate_limit_429_with_retry_after(client: AsyncClient, concierge: C
 
 
 async def test_daily_token_quota(client: AsyncClient, concierge: Concierge) -> None:
-    created = (await client.post("/api/keys", json={
-        "org": "default", "name": "quota", "tokens_per_day": 10})).json()
+    created = (
+        await client.post(
+            "/api/keys", json={"org": "default", "name": "quota", "tokens_per_day": 10}
+        )
+    ).json()
     async with http_client(concierge, key=created["key"]) as limited:
         first = await limited.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
         assert first.status_code == 200  # under quota when it started
         used = first.json()["usage"]["total_tokens"]
         assert used >= 10
         response = await limited.post("/v1/chat/completions", json=CHAT)
-        error = assert_openai_error(response, 429, "insufficient_quota")
+        assert_openai_error(response, 429, "insufficient_quota")
         assert int(response.headers["Retry-After"]) <= 86400
     rows = await ledger_rows(concierge)
     assert [r.status for r in rows] == [200, 429]
@@ -339,3 +411,27 @@ async def test_health_ready_metrics_openapi(client: AsyncClient) -> None:
 async def test_unknown_route_and_method(client: AsyncClient) -> None:
     assert_openai_error(await client.get("/v1/nothing-here"), 404)
     assert_openai_error(await client.get("/v1/chat/completions"), 405)
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        (
+            "/v1/chat/completions",
+            b'{"model": "a\\u0000b", "messages": [{"role": "user", "content": "x"}]}',
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        ),
+        ("/v1/embeddings", b'{"model": "x", "input": "\\udfff"}'),
+        ("/api/orgs", b'{"slug": "a\\u0000"}'),
+        ("/api/keys", b'{"org": "default", "name": "a\\u0000"}'),
+    ],
+)
+async def test_unstorable_text_is_a_400(
+    client: AsyncClient, concierge: Concierge, path: str, raw: bytes
+) -> None:
+    response = await client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert_openai_error(response, 400, "invalid_request_error")
+    assert await ledger_rows(concierge) == []

@@ -68,6 +68,8 @@ def create(conn: Connection, slug: str, name: str | None = None) -> Organization
 
 
 def get(conn: Connection, slug: str) -> Organization:
+    if not SLUG_PATTERN.match(slug):
+        raise NotFound(f"no organisation with slug {slug!r}", param="org")
     row = conn.execute(select(organizations).where(organizations.c.slug == slug)).first()
     if row is None:
         raise NotFound(f"no organisation with slug '{slug}'", param="org")

@@ -12,6 +12,7 @@ from concierge.gateway.auth import AdminKey
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import KeyIn, OrganizationIn
 from concierge.metering import ledger
+from concierge.orgs import SLUG_PATTERN
 
 router = APIRouter(prefix="/api", tags=["Admin"])
 
@@ -34,7 +35,7 @@ async def create_org(body: OrganizationIn, request: Request, _key: AdminKey) -> 
 
 @router.get("/keys", summary="List API keys")
 async def list_keys(
-    request: Request, _key: AdminKey, org: str | None = Query(None, max_length=64)
+    request: Request, _key: AdminKey, org: str | None = Query(None, pattern=SLUG_PATTERN.pattern)
 ) -> JSON:
     rows = await _c(request).db.read(lambda conn: keys.list_keys(conn, org))
     return JSON({"data": [k.to_dict() for k in rows]})
@@ -63,7 +64,7 @@ async def revoke_key(key_id: int, request: Request, _key: AdminKey) -> JSON:
 async def usage(
     request: Request,
     _key: AdminKey,
-    org: str | None = Query(None, max_length=64),
+    org: str | None = Query(None, pattern=SLUG_PATTERN.pattern),
     since: date | None = None,
     until: date | None = None,
 ) -> JSON:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from concierge.errors import InvalidRequest
 from concierge.models.base import (
@@ -14,10 +14,43 @@ from concierge.models.base import (
     ToolCall,
     ToolSpec,
 )
+from concierge.orgs import SLUG_PATTERN
+
+
+def _check_unicode(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text contains invalid Unicode (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k)
+            _check_unicode(v)
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# A name that is stored, logged or echoed back: printable in any database and any log.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN.pattern)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _check_unicode(data)
+        return data
 
 
 class TextPart(_Strict):
@@ -138,7 +171,7 @@ Stop = (
 
 
 class _Sampling(_Strict):
-    model: str = Field(min_length=1, max_length=200)
+    model: Name
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -149,7 +182,7 @@ class _Sampling(_Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=256)
+    user: Annotated[str, AfterValidator(_no_nul), Field(max_length=256)] | None = None
     logit_bias: dict[str, float] | None = None
 
     def _stops(self) -> list[str]:
@@ -262,14 +295,14 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Strict):
-    model: str = Field(min_length=1, max_length=200)
+    model: Name
     input: (
         Annotated[str, Field(min_length=1)]
         | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
-    user: str | None = Field(None, max_length=256)
+    user: Annotated[str, AfterValidator(_no_nul), Field(max_length=256)] | None = None
 
     @property
     def texts(self) -> list[str]:
@@ -277,13 +310,13 @@ class EmbeddingRequest(_Strict):
 
 
 class OrganizationIn(_Strict):
-    slug: str = Field(min_length=1, max_length=64)
-    name: str | None = Field(None, max_length=200)
+    slug: Slug
+    name: Name | None = None
 
 
 class KeyIn(_Strict):
-    org: str = Field(min_length=1, max_length=64, description="Slug of the key's organisation.")
-    name: str = Field(min_length=1, max_length=200)
+    org: Slug = Field(description="Slug of the key's organisation.")
+    name: Name
     scopes: list[Literal["admin", "inference"]] = Field(default=["inference"], min_length=1)
     requests_per_minute: int | None = Field(None, ge=1, le=10**9)
     tokens_per_minute: int | None = Field(None, ge=1, le=10**12)

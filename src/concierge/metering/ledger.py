@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, case, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from concierge.store import Database
 from concierge.store.tables import api_keys, usage_records
@@ -79,10 +79,13 @@ class UsageLedger:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 await self.db.write(lambda conn, b=batch: write_records(conn, b))  # type: ignore[misc]
-            except Exception:
-                # Keep the records for the next attempt (the database may be restarting);
-                # request ids make the retry safe.
-                log.exception("writing %d usage records failed; will retry", len(batch))
+            except DataError:
+                # A record the database refuses: write the others one by one, log the bad one.
+                await self.db.write(lambda conn, b=batch: write_one_by_one(conn, b))  # type: ignore[misc]
+            except OperationalError:
+                # The database is unreachable or restarting: keep the records for the next
+                # flush; request ids make the retry safe.
+                log.warning("usage ledger: database unavailable; %d records wait", len(batch))
                 self._pending[:0] = batch
                 return
 
@@ -96,7 +99,7 @@ class UsageLedger:
 
 def write_records(conn: Connection, batch: list[UsageRecord]) -> None:
     rows = [asdict(r) for r in batch]
-    try:
+    try:  # a savepoint: a duplicate rolls back only this insert
         with conn.begin_nested():
             conn.execute(insert(usage_records), rows)
     except IntegrityError:
@@ -110,6 +113,14 @@ def write_records(conn: Connection, batch: list[UsageRecord]) -> None:
         fresh = [r for r in rows if r["request_id"] not in done]
         if fresh:
             conn.execute(insert(usage_records), fresh)
+
+
+def write_one_by_one(conn: Connection, batch: list[UsageRecord]) -> None:
+    for record in batch:
+        try:
+            write_records(conn, [record])
+        except DataError:
+            log.error("usage ledger: the database refused record %s; dropped", record.request_id)
 
 
 def tokens_since(conn: Connection, api_key_id: int, since: datetime) -> int:

@@ -1,0 +1,140 @@
+"""Migrations and storage guarantees, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DatabaseError
+
+from concierge.metering.ledger import UsageRecord, write_records
+from concierge.store import Database, migrate
+from concierge.store.tables import metadata
+
+EXPECTED = {
+    "organizations": {"id", "slug", "name", "created_at"},
+    "api_keys": {
+        "id",
+        "org_id",
+        "name",
+        "prefix",
+        "key_hash",
+        "scopes",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "tokens_per_day",
+        "tokens_per_month",
+        "created_at",
+        "revoked_at",
+    },
+    "usage_records": {
+        "id",
+        "request_id",
+        "created_at",
+        "org_id",
+        "api_key_id",
+        "endpoint",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "status",
+        "error_code",
+        "detail",
+    },
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/empty.db"
+    return str(request.getfixturevalue("fresh_pg_url"))
+
+
+def columns(db: Database) -> dict[str, set[str]]:
+    insp = inspect(db.engine)
+    return {
+        t: {c["name"] for c in insp.get_columns(t)}
+        for t in insp.get_table_names()
+        if t != "alembic_version"
+    }
+
+
+def test_upgrade_from_empty_downgrade_and_again(empty_url: str) -> None:
+    db = Database(empty_url, pooled=False)
+    assert migrate.current_revision(db) is None
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.head_revision()
+    assert columns(db) == EXPECTED
+    assert set(EXPECTED) == {t.name for t in metadata.sorted_tables}  # models match migrations
+    migrate.downgrade(db, "base")
+    assert columns(db) == {}
+    migrate.upgrade(db)  # and back up: downgrade left nothing behind
+    assert columns(db) == EXPECTED
+    db.close()
+
+
+def _record(request_id: str) -> UsageRecord:
+    return UsageRecord(
+        request_id, datetime.now(UTC), None, None, "chat.completions", "m", 1, 2, 3.0, 200
+    )
+
+
+def test_usage_ledger_is_append_only(db: Database) -> None:
+    db.write_sync(lambda conn: write_records(conn, [_record("a"), _record("b")]))
+    for statement in ("UPDATE usage_records SET prompt_tokens = 0", "DELETE FROM usage_records"):
+        with pytest.raises(DatabaseError, match="append-only"):
+            db.write_sync(lambda conn, s=statement: conn.execute(text(s)))
+    count = db.read_sync(lambda c: c.execute(text("SELECT count(*) FROM usage_records")).scalar())
+    assert count == 2
+
+
+def test_a_record_is_never_counted_twice(db: Database) -> None:
+    db.write_sync(lambda conn: write_records(conn, [_record("a")]))
+    db.write_sync(lambda conn: write_records(conn, [_record("a"), _record("b")]))  # a retried batch
+    ids = db.read_sync(
+        lambda c: c.execute(text("SELECT request_id FROM usage_records")).scalars().all()
+    )
+    assert sorted(ids) == ["a", "b"]
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/wal.db")
+    mode = db.read_sync(lambda c: c.execute(text("PRAGMA journal_mode")).scalar())
+    assert mode == "wal"
+    db.close()
+
+
+def test_failed_write_changes_nothing(db: Database) -> None:
+    def half(conn):  # type: ignore[no-untyped-def]
+        write_records(conn, [_record("x")])
+        raise RuntimeError("crash mid-transaction")
+
+    with pytest.raises(RuntimeError):
+        db.write_sync(half)
+    assert (
+        db.read_sync(lambda c: c.execute(text("SELECT count(*) FROM usage_records")).scalar()) == 0
+    )
+
+
+async def test_a_refused_record_does_not_block_the_ledger(db: Database) -> None:
+    from concierge.metering.ledger import UsageLedger
+
+    ledger = UsageLedger(db)
+    ledger.record(_record("good-1"))
+    poison = _record("bad")
+    ledger.record(
+        UsageRecord(
+            poison.request_id, poison.created_at, None, None, "x", "nul\x00m", 0, 0, 1.0, 200
+        )
+    )
+    ledger.record(_record("good-2"))
+    await ledger.flush()
+    ids = db.read_sync(
+        lambda c: c.execute(text("SELECT request_id FROM usage_records")).scalars().all()
+    )
+    assert {"good-1", "good-2"} <= set(ids)  # PostgreSQL refuses NUL; SQLite stores it
+    assert ledger._pending == []
