@@ -86,13 +86,25 @@ async def test_waiting_requests_are_served_in_turn(registry: ModelRegistry) -> N
             pass
         finished.append(f"{who}-{n}")
 
-    # A busy key queues three requests before a quiet key queues one: the quiet one is served
-    # second, not fourth.
-    tasks = [asyncio.create_task(ask("busy", i)) for i in range(3)]
-    await asyncio.sleep(0)
+    async def queued(n: int) -> None:
+        while model.queue_depth() < n:
+            await asyncio.sleep(0.01)
+
+    # Hold the worker with a long request, queue three requests of a busy key, then one of a
+    # quiet key; release the worker. The quiet key is served second, not fourth.
+    blocker = model.execute(
+        GenerationRequest(model=LLM, prompt="Story:", max_tokens=500, priority_key="blocker")
+    )
+    await anext(blocker)
+    tasks = []
+    for i in range(3):
+        tasks.append(asyncio.create_task(ask("busy", i)))
+        await queued(i + 1)
     tasks.append(asyncio.create_task(ask("quiet", 0)))
+    await queued(4)
+    await blocker.aclose()
     await asyncio.gather(*tasks)
-    assert finished.index("quiet-0") <= 1
+    assert finished == ["busy-0", "quiet-0", "busy-1", "busy-2"]
 
 
 async def test_disconnect_stops_generation(registry: ModelRegistry) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from concierge import __version__
 from concierge.config import Settings, load_settings
@@ -41,6 +43,11 @@ def database(settings: Settings) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+def print_table(table: Table) -> None:
+    """Print a table; piped output gets full-width rows instead of wrapped cells."""
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 class _Group(click.Group):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from concierge import keys
-from concierge.cli import Context, database, pass_context
+from concierge.cli import Context, database, pass_context, print_table
 
 
 @click.group("keys")
@@ -105,7 +104,7 @@ def list_keys(ctx: Context, org_slug: str | None, show_all: bool) -> None:
             k.created_at.strftime("%Y-%m-%d %H:%M"),
             k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @command.command("revoke")

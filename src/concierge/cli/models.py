@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from concierge.cli import Context, pass_context
+from concierge.cli import Context, pass_context, print_table
 from concierge.models.registry import ModelRegistry
 from concierge.plugins import plugin_manager
 
@@ -25,4 +24,4 @@ def list_models(ctx: Context) -> None:
     for info in registry.infos():
         fallbacks = ", ".join(registry.fallbacks.get(info.id, []))
         table.add_row(info.id, info.kind, info.owned_by, info.alias_of or "", fallbacks)
-    Console().print(table)
+    print_table(table)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from concierge import orgs
-from concierge.cli import Context, database, pass_context
+from concierge.cli import Context, database, pass_context, print_table
 
 
 @click.group("orgs")
@@ -35,4 +34,4 @@ def list_orgs(ctx: Context) -> None:
     table = Table("id", "slug", "name", "created")
     for org in rows:
         table.add_row(str(org.id), org.slug, org.name, org.created_at.strftime("%Y-%m-%d %H:%M"))
-    Console().print(table)
+    print_table(table)

@@ -6,11 +6,10 @@ import json
 from datetime import date, datetime
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from concierge import orgs
-from concierge.cli import Context, database, pass_context
+from concierge.cli import Context, database, pass_context, print_table
 from concierge.metering import ledger
 
 
@@ -52,4 +51,4 @@ def command(
             str(r["completion_tokens"]),
             f"{r['mean_latency_ms']:.1f}",
         )
-    Console().print(table)
+    print_table(table)

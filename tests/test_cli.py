@@ -1,0 +1,110 @@
+"""The `concierge` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LLM
+
+
+@pytest.fixture
+def cli(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "CONCIERGE_DATA_DIR": str(tmp_path),
+        "CONCIERGE_DATABASE_URL": db_url,
+        "CONCIERGE_MODELS_DIR": str(models_dir),
+        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
+    }
+
+    def run(
+        *args: str, input: str | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "concierge", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            input=input,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+def test_keys_and_orgs(cli) -> None:  # type: ignore[no-untyped-def]
+    assert "created organisation acme" in cli("orgs", "create", "acme", "--name", "Acme").stdout
+    created = cli(
+        "keys",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "shop",
+        "--rpm",
+        "60",
+        "--tokens-per-day",
+        "1000",
+    )
+    secret = created.stdout.strip()
+    assert secret.startswith("sk-cc-") and "only time" in created.stderr
+    listing = cli("keys", "list", "--org", "acme").stdout
+    assert "shop" in listing and secret not in listing and secret[:12] in listing
+    cli("keys", "revoke", "1")
+    assert "shop" not in cli("keys", "list", "--org", "acme").stdout
+    assert "shop" in cli("keys", "list", "--org", "acme", "--all").stdout
+    assert "acme" in cli("orgs", "list").stdout
+
+
+def test_errors_are_messages_not_tracebacks(cli) -> None:  # type: ignore[no-untyped-def]
+    for args in (
+        ("keys", "create", "--org", "ghost", "--name", "x"),
+        ("keys", "revoke", "42"),
+        ("orgs", "create", "Bad Slug"),
+    ):
+        result = cli(*args, ok=False)
+        assert result.returncode == 2
+        assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+
+
+def test_bad_configuration_is_reported(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--config", str(tmp_path / "missing.toml"), "config", "show", ok=False)
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_show_and_list(cli) -> None:  # type: ignore[no-untyped-def]
+    shown = json.loads(cli("config", "show", "--json").stdout)
+    assert shown["llm_context_length"] == 2048
+    assert "CONCIERGE_DATA_DIR" in cli("config", "list").stdout
+
+
+def test_models_list(cli) -> None:  # type: ignore[no-untyped-def]
+    out = cli("models", "list").stdout
+    assert LLM in out and "all-minilm-l6-v2" in out
+
+
+def test_usage_table(cli) -> None:  # type: ignore[no-untyped-def]
+    assert json.loads(cli("usage", "--json").stdout) == []
+    assert "requests" in cli("usage").stdout
+
+
+def test_db_commands(cli) -> None:  # type: ignore[no-untyped-def]
+    assert "schema at 0001" in cli("db", "upgrade").stdout
+    assert "database: 0001" in cli("db", "current").stdout
+
+
+def test_chat_streams_in_the_terminal(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("chat", "--max-tokens", "5", "--temperature", "0", input="Hello there\n/exit\n")
+    assert "Chatting with gemma-3-270m" in result.stderr
+    answer = result.stdout.replace("> ", "").strip()
+    assert answer  # the model said something
