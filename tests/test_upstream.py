@@ -1,27 +1,33 @@
 """OpenAI-compatible upstreams: streaming, retries, error mapping, aliases and fallback.
 
-The upstream server is the one thing outside the machine, so it is faked, with an
-``httpx.MockTransport``, and registered through the real ``register_models`` hook.
+The upstream model server is the one thing outside the machine, so it is faked: a real HTTP
+server on a local port (aiohttp's test server) whose handlers play the upstream, wired in
+through the real ``register_models`` hook.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from concierge.app import Concierge
 from concierge.config import Settings, UpstreamConfig
+from concierge.errors import UpstreamError
 from concierge.hookspecs import hookimpl
-from concierge.models.base import Model
-from concierge.models.upstream import OpenAIUpstream, make_client
-from tests.conftest import http_client, make_settings
+from concierge.models.base import GenerationRequest, Message, Model
+from concierge.models.upstream import OpenAIUpstream, UpstreamClient
+from tests.conftest import free_port, http_client, make_settings
 from tests.helpers import ledger_rows, sse_payloads
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+CHAT = {"model": "big", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def chunk(content: str | None = None, finish: str | None = None, **delta: object) -> bytes:
@@ -54,7 +60,7 @@ def usage_chunk(prompt: int, completion: int) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def completion_json(text: str) -> dict:
+def completion_json(text: str) -> dict[str, Any]:
     return {
         "id": "x",
         "object": "chat.completion",
@@ -67,93 +73,102 @@ def completion_json(text: str) -> dict:
     }
 
 
-class FakeUpstreams:
-    """A plugin that serves each model id from its own handler."""
-
-    def __init__(self, handlers: dict[str, Handler], retries: int = 2) -> None:
-        self.handlers = handlers
-        self.retries = retries
-        self.requests: list[httpx.Request] = []
-
-    @hookimpl
-    def register_models(self, register: Callable[[Model], None], settings: Settings) -> None:
-        for model_id, handler in self.handlers.items():
-            cfg = UpstreamConfig(
-                name=f"up-{model_id}",
-                base_url="http://upstream.test/v1",
-                models=[model_id],
-                api_key="upstream-secret",
-                timeout=5,
-                connect_retries=self.retries,
-            )
-
-            def recorded(request: httpx.Request, handler: Handler = handler) -> httpx.Response:
-                self.requests.append(request)
-                return handler(request)
-
-            transport = httpx.MockTransport(recorded)
-            register(OpenAIUpstream(model_id, cfg, make_client(cfg, transport)))
-
-
-@pytest.fixture
-async def shutdown_apps() -> AsyncIterator[list[Concierge]]:
-    apps: list[Concierge] = []
-    yield apps
-    for app in apps:
-        await app.shutdown()
-
-
-async def start(
-    tmp_path: Path,
-    db_url: str,
-    models_dir: Path,
-    apps: list[Concierge],
-    handlers: dict[str, Handler],
-    **settings: object,
-) -> Concierge:
-    plugin = FakeUpstreams(handlers)
-    s = make_settings(
-        tmp_path, db_url, models_dir, llm_enabled=False, embedding_enabled=False, **settings
-    )
-    app = Concierge(s, plugins=[plugin], entry_points=False)
-    app.fake = plugin  # type: ignore[attr-defined]
-    await app.startup()
-    apps.append(app)
-    return app
-
-
-CHAT = {"model": "big", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def streaming(*parts: bytes) -> Handler:
-    return lambda request: httpx.Response(
-        200, content=b"".join(parts), headers={"content-type": "text/event-stream"}
-    )
+def sse(*parts: bytes) -> web.Response:
+    return web.Response(body=b"".join(parts), content_type="text/event-stream")
 
 
 def answers(text: str) -> Handler:
     """A well-behaved upstream: SSE when asked to stream, one JSON body otherwise."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if json.loads(request.content)["stream"]:
-            return streaming(
-                chunk(text), chunk(finish="stop"), usage_chunk(1, 1), b"data: [DONE]\n\n"
-            )(request)
-        return httpx.Response(200, json=completion_json(text))
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if body.get("stream"):
+            return sse(chunk(text), chunk(finish="stop"), usage_chunk(1, 1), b"data: [DONE]\n\n")
+        return web.json_response(completion_json(text))
 
     return handler
 
 
-async def test_stream_passes_through_with_usage(tmp_path, db_url, models_dir, shutdown_apps):
-    handler = streaming(
-        chunk("", role="assistant"),
-        chunk("Hel"),
-        chunk("lo"),
-        chunk(finish="stop"),
-        usage_chunk(7, 2),
-        b"data: [DONE]\n\n",
-    )
-    app = await start(tmp_path, db_url, models_dir, shutdown_apps, {"big": handler})
+class FakeUpstream:
+    """An OpenAI-compatible server on a local port; each model id has its own handler."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = handlers
+        self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
+        app = web.Application()
+        app.router.add_post("/v1/{path:.*}", self._dispatch)
+        self.server = TestServer(app)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append((body, dict(request.headers)))
+        return await self.handlers[body["model"]](request, body)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("/v1"))
+
+
+class FakeUpstreamPlugin:
+    """Registers one OpenAIUpstream per model, pointing at the given base URLs."""
+
+    def __init__(self, models: dict[str, str], timeout: float = 5, retries: int = 2) -> None:
+        self.models, self.timeout, self.retries = models, timeout, retries
+
+    @hookimpl
+    def register_models(self, register: Callable[[Model], None], settings: Settings) -> None:
+        for model_id, base_url in self.models.items():
+            cfg = UpstreamConfig(
+                name=f"up-{model_id}",
+                base_url=base_url,
+                models=[model_id],
+                api_key="upstream-secret",
+                timeout=self.timeout,
+                connect_retries=self.retries,
+            )
+            register(OpenAIUpstream(model_id, cfg, UpstreamClient(cfg)))
+
+
+@pytest.fixture
+async def upstream_factory(tmp_path: Path, db_url: str, models_dir: Path):
+    started: list[Any] = []
+
+    async def start(
+        handlers: dict[str, Handler],
+        *,
+        down: tuple[str, ...] = (),
+        timeout: float = 5,
+        **settings: object,
+    ) -> tuple[Concierge, FakeUpstream]:
+        fake = FakeUpstream(handlers)
+        await fake.server.start_server()
+        started.append(fake.server)
+        closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+        models = {m: fake.base_url for m in handlers} | {m: closed for m in down}
+        s = make_settings(
+            tmp_path, db_url, models_dir, llm_enabled=False, embedding_enabled=False, **settings
+        )
+        app = Concierge(s, plugins=[FakeUpstreamPlugin(models, timeout)], entry_points=False)
+        await app.startup()
+        started.append(app)
+        return app, fake
+
+    yield start
+    for thing in reversed(started):
+        await (thing.shutdown() if isinstance(thing, Concierge) else thing.close())
+
+
+async def test_stream_passes_through_with_usage(upstream_factory) -> None:
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return sse(
+            chunk("", role="assistant"),
+            chunk("Hel"),
+            chunk("lo"),
+            chunk(finish="stop"),
+            usage_chunk(7, 2),
+            b"data: [DONE]\n\n",
+        )
+
+    app, fake = await upstream_factory({"big": handler})
     async with http_client(app) as client:
         response = await client.post(
             "/v1/chat/completions",
@@ -163,17 +178,16 @@ async def test_stream_passes_through_with_usage(tmp_path, db_url, models_dir, sh
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
     assert text == "Hello"
     assert events[-2]["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
-    sent = json.loads(app.fake.requests[0].content)  # type: ignore[attr-defined]
+    sent, headers = fake.requests[0]
     assert sent["stream"] is True and sent["seed"] == 5
     assert sent["stream_options"] == {"include_usage": True}
-    assert app.fake.requests[0].headers["authorization"] == "Bearer upstream-secret"  # type: ignore[attr-defined]
+    assert headers["Authorization"] == "Bearer upstream-secret"
     rows = await ledger_rows(app)
     assert [(r.status, r.prompt_tokens, r.completion_tokens) for r in rows] == [(200, 7, 2)]
 
 
-async def test_non_streaming_and_tool_calls(tmp_path, db_url, models_dir, shutdown_apps):
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+async def test_non_streaming_and_tool_calls(upstream_factory) -> None:
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         assert body["stream"] is False
         assert body["tools"][0]["function"]["name"] == "lookup"
         assert body["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
@@ -188,19 +202,18 @@ async def test_non_streaming_and_tool_calls(tmp_path, db_url, models_dir, shutdo
                 }
             ],
         }
-        return httpx.Response(
-            200,
-            json={
+        return web.json_response(
+            {
                 "id": "x",
                 "object": "chat.completion",
                 "created": 0,
                 "model": "big",
                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            },
+            }
         )
 
-    app = await start(tmp_path, db_url, models_dir, shutdown_apps, {"big": handler})
+    app, _ = await upstream_factory({"big": handler})
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     async with http_client(app) as client:
         response = await client.post(
@@ -219,54 +232,99 @@ async def test_non_streaming_and_tool_calls(tmp_path, db_url, models_dir, shutdo
     }
 
 
-async def test_connection_errors_are_retried_before_sending(
-    tmp_path, db_url, models_dir, shutdown_apps
-):
-    # httpx's transport retries refused connections; a MockTransport stands for the network,
-    # so the retry loop is exercised with a transport that refuses twice then answers.
-    attempts = {"n": 0}
+async def test_streamed_events_of_any_size_and_split_anywhere(upstream_factory) -> None:
+    """A 1.2 MB tool-call chunk, and events cut mid-line across writes, arrive whole."""
+    arguments = json.dumps({"text": "x" * 1_200_000})
+    call = {"index": 0, "id": "call_9", "type": "function"}
+    call["function"] = {"name": "save", "arguments": arguments}
 
-    class Flaky(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            attempts["n"] += 1
-            if attempts["n"] <= 2:
-                raise httpx.ConnectError("refused", request=request)
-            return httpx.Response(200, json=completion_json("ok"))
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        payload = b"".join(
+            [
+                chunk("", role="assistant", tool_calls=[call]),
+                chunk(finish="tool_calls"),
+                usage_chunk(4, 3),
+                b"data: [DONE]\n\n",
+            ]
+        )
+        for start in range(0, len(payload), 7001):  # odd sizes: splits land inside lines
+            await response.write(payload[start : start + 7001])
+        return response
 
-    cfg = UpstreamConfig(name="flaky", base_url="http://upstream.test/v1", models=["big"])
-    model = OpenAIUpstream("big", cfg, make_client(cfg, RetryingTransport(Flaky(), retries=2)))
-    from concierge.models.base import GenerationRequest, Message
+    app, _ = await upstream_factory({"big": handler})
+    async with http_client(app) as client:
+        streamed = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert streamed.status_code == 200
+    events = sse_payloads(streamed.text)
+    assert events[-1] == "[DONE]"
+    events = events[:-1]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    got = "".join(
+        c["function"].get("arguments", "") for d in deltas for c in d.get("tool_calls", [])
+    )
+    assert got == arguments
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "tool_calls"
+    rows = await ledger_rows(app)
+    assert rows[0].status == 200 and rows[0].completion_tokens == 3
 
+
+async def test_an_oversized_event_is_a_clear_502(upstream_factory, monkeypatch) -> None:
+    monkeypatch.setattr("concierge.models.upstream.MAX_EVENT_BYTES", 1000)
+
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return sse(chunk("y" * 5000), b"data: [DONE]\n\n")
+
+    app, _ = await upstream_factory({"big": handler})
+    async with http_client(app) as client:
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert response.status_code == 502
+    assert "sent an event over 1,000 bytes" in response.json()["error"]["message"]
+    assert [r.status for r in await ledger_rows(app)] == [502]
+
+
+async def test_refused_connections_are_retried_and_the_request_sent_once() -> None:
+    port = free_port()
+    cfg = UpstreamConfig(
+        name="late", base_url=f"http://127.0.0.1:{port}/v1", models=["m"], connect_retries=6
+    )
+    fake = FakeUpstream({"m": answers("ok")})
+    model = OpenAIUpstream("m", cfg, UpstreamClient(cfg))
+
+    async def come_up_late() -> None:  # refuse the first attempts, then listen
+        await asyncio.sleep(0.12)
+        fake.server.port = port
+        await fake.server.start_server()
+
+    starter = asyncio.create_task(come_up_late())
     events = [
         e
         async for e in model.execute(
-            GenerationRequest(model="big", messages=[Message("user", "hi")], stream=False)
+            GenerationRequest(model="m", messages=[Message("user", "hi")], stream=False)
         )
     ]
-    assert attempts["n"] == 3
+    await starter
     assert events[0].text == "ok"  # type: ignore[union-attr]
+    assert len(fake.requests) == 1
+    await model.aclose()
+    await fake.server.close()
 
 
-class RetryingTransport(httpx.AsyncBaseTransport):
-    """The same policy as httpx.AsyncHTTPTransport(retries=N): retry only ConnectError."""
+async def test_a_sent_request_is_never_retried(upstream_factory) -> None:
+    async def hang_up(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()  # the request arrived; the connection drops before an answer
+        return web.Response()
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, retries: int) -> None:
-        self.inner, self.retries = inner, retries
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(self.retries + 1):
-            try:
-                return await self.inner.handle_async_request(request)
-            except httpx.ConnectError:
-                if attempt == self.retries:
-                    raise
-        raise AssertionError("unreachable")
+    app, fake = await upstream_factory({"big": hang_up})
+    async with http_client(app) as client:
+        response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502
+    assert len(fake.requests) == 1
 
 
-async def test_real_transport_gives_up_on_a_closed_port():
-    """Against a closed local port, the real transport retries, then reports a 502."""
-    from tests.conftest import free_port
-
+async def test_closed_port_gives_up_with_502() -> None:
     cfg = UpstreamConfig(
         name="down",
         base_url=f"http://127.0.0.1:{free_port()}/v1",
@@ -274,10 +332,7 @@ async def test_real_transport_gives_up_on_a_closed_port():
         connect_retries=2,
         timeout=2,
     )
-    model = OpenAIUpstream("m", cfg, make_client(cfg))
-    from concierge.errors import UpstreamError
-    from concierge.models.base import GenerationRequest, Message
-
+    model = OpenAIUpstream("m", cfg, UpstreamClient(cfg))
     with pytest.raises(UpstreamError, match="unreachable"):
         async for _ in model.execute(GenerationRequest(model="m", messages=[Message("user", "x")])):
             pass
@@ -296,14 +351,15 @@ async def test_real_transport_gives_up_on_a_closed_port():
     ],
 )
 async def test_upstream_errors_are_mapped(
-    tmp_path, db_url, models_dir, shutdown_apps, status, body, expected_status, expected_type
-):
-    def handler(request: httpx.Request) -> httpx.Response:
+    upstream_factory, status, body, expected_status, expected_type
+) -> None:
+    async def handler(request: web.Request, _body: dict[str, Any]) -> web.StreamResponse:
+        headers = {"Retry-After": "7"}
         if isinstance(body, str):
-            return httpx.Response(status, text=body, headers={"retry-after": "7"})
-        return httpx.Response(status, json=body, headers={"retry-after": "7"})
+            return web.Response(status=status, text=body, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
 
-    app = await start(tmp_path, db_url, models_dir, shutdown_apps, {"big": handler})
+    app, _ = await upstream_factory({"big": handler})
     async with http_client(app) as client:
         for stream in (False, True):
             response = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
@@ -319,27 +375,22 @@ async def test_upstream_errors_are_mapped(
     assert [r.status for r in rows] == [expected_status] * 2
 
 
-async def test_timeout_is_504(tmp_path, db_url, models_dir, shutdown_apps):
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+async def test_timeout_is_504(upstream_factory) -> None:
+    async def slow(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        await asyncio.sleep(3)
+        return web.json_response(completion_json("late"))
 
-    app = await start(tmp_path, db_url, models_dir, shutdown_apps, {"big": handler})
+    app, _ = await upstream_factory({"big": slow}, timeout=0.3)
     async with http_client(app) as client:
         response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
 
 
-async def test_fallback_before_output_only(tmp_path, db_url, models_dir, shutdown_apps):
-    def down(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    app = await start(
-        tmp_path,
-        db_url,
-        models_dir,
-        shutdown_apps,
-        {"big": down, "backup": answers("from backup")},
+async def test_fallback_before_output_only(upstream_factory) -> None:
+    app, _ = await upstream_factory(
+        {"backup": answers("from backup")},
+        down=("big",),
         model_fallbacks={"big": ["backup"]},
         model_aliases={"gpt-4o": "big"},
     )
@@ -354,22 +405,19 @@ async def test_fallback_before_output_only(tmp_path, db_url, models_dir, shutdow
     assert [(r.model, r.status) for r in rows] == [("backup", 200)]  # one record, not two
 
 
-async def test_no_fallback_after_first_token(tmp_path, db_url, models_dir, shutdown_apps):
-    class Broken(httpx.AsyncByteStream):
-        async def __aiter__(self):
-            yield chunk("partial ")
-            raise httpx.ReadError("connection reset")
+async def test_no_fallback_after_first_token(upstream_factory) -> None:
+    async def dies_midway(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(chunk("partial "))
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()  # connection reset mid-stream
+        return response
 
-    def dies_midway(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=Broken(), headers={"content-type": "text/event-stream"})
-
-    app = await start(
-        tmp_path,
-        db_url,
-        models_dir,
-        shutdown_apps,
-        {"big": dies_midway, "backup": answers("backup")},
-        model_fallbacks={"big": ["backup"]},
+    app, fake = await upstream_factory(
+        {"big": dies_midway, "backup": answers("backup")}, model_fallbacks={"big": ["backup"]}
     )
     async with http_client(app) as client:
         response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
@@ -377,13 +425,12 @@ async def test_no_fallback_after_first_token(tmp_path, db_url, models_dir, shutd
     assert events[1]["choices"][0]["delta"]["content"] == "partial "
     assert events[-1]["error"]["type"] == "upstream_error"  # reported, not replaced by backup
     assert not any("backup" in json.dumps(e) for e in events)
-    app_requests = app.fake.requests  # type: ignore[attr-defined]
-    assert len(app_requests) == 1
+    assert len(fake.requests) == 1
     rows = await ledger_rows(app)
     assert [r.status for r in rows] == [502]
 
 
-def test_bad_routing_config_fails_at_start(tmp_path, models_dir):
+def test_bad_routing_config_fails_at_start(tmp_path: Path, models_dir: Path) -> None:
     from concierge.errors import ConfigError
 
     s = make_settings(
@@ -396,3 +443,49 @@ def test_bad_routing_config_fails_at_start(tmp_path, models_dir):
     )
     with pytest.raises(ConfigError, match="unknown model 'missing'"):
         Concierge(s, entry_points=False)
+
+
+async def test_upstream_embeddings(tmp_path: Path, db_url: str, models_dir: Path) -> None:
+    async def embed(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [float(i), 1.0, 0.5]}
+                    for i in range(len(body["input"]))
+                ],
+                "usage": {"prompt_tokens": 4, "total_tokens": 4},
+            }
+        )
+
+    web_app = web.Application()
+    web_app.router.add_post("/v1/embeddings", embed)
+    server = TestServer(web_app)
+    await server.start_server()
+    upstream = {
+        "name": "emb",
+        "base_url": str(server.make_url("/v1")),
+        "embedding_models": ["remote-embed"],
+    }
+    s = make_settings(
+        tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled=False,
+        embedding_enabled=False,
+        upstreams=[upstream],
+    )
+    app = Concierge(s, entry_points=False)  # built from settings by the built-in plugin
+    await app.startup()
+    try:
+        async with http_client(app) as client:
+            response = await client.post(
+                "/v1/embeddings", json={"model": "remote-embed", "input": ["a", "b"]}
+            )
+        assert response.status_code == 200, response.text
+        assert [d["embedding"] for d in response.json()["data"]] == [[0, 1, 0.5], [1, 1, 0.5]]
+    finally:
+        await app.shutdown()
+        await server.close()

@@ -141,7 +141,7 @@ class Settings(BaseModel):
         5.0, ge=0, le=3600, description="How long a replica caches an API key lookup."
     )
     usage_flush_seconds: float = Field(
-        0.05, gt=0, le=10, description="Longest a usage record waits before it is written."
+        0.25, gt=0, le=10, description="Longest a usage record waits before it is written."
     )
     default_requests_per_minute: int | None = Field(
         None, ge=1, description="Rate limit for new keys without one (requests/minute)."

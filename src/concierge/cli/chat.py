@@ -16,26 +16,31 @@ from concierge.plugins import plugin_manager
 HELP = "Type a message; /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer."
 
 
-async def _turn(route: list[Model], request: GenerationRequest) -> str:
+async def _turn(route: list[Model], request: GenerationRequest, remote: bool) -> str:
     parts: list[str] = []
-    async for _model, event in generate(route, request):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif isinstance(event, ToolCallDelta) and event.name:
-            sys.stdout.write(f"[tool call: {event.name}({event.arguments})]")
+    try:
+        async for _model, event in generate(route, request):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, ToolCallDelta) and event.name:
+                sys.stdout.write(f"[tool call: {event.name}({event.arguments})]")
+    finally:
+        if remote:  # its connection pool belongs to this turn's event loop
+            for model in route:
+                await model.aclose()
     sys.stdout.write("\n")
     return "".join(parts)
 
 
 def _remote_route(url: str, api_key: str | None, model: str) -> list[Model]:
-    from concierge.models.upstream import OpenAIUpstream, make_client
+    from concierge.models.upstream import OpenAIUpstream, UpstreamClient
 
     upstream = UpstreamConfig(
         name="server", base_url=url, models=[model], api_key=api_key, timeout=600
     )
-    return [OpenAIUpstream(model, upstream, make_client(upstream))]
+    return [OpenAIUpstream(model, upstream, UpstreamClient(upstream))]
 
 
 @click.command("chat")
@@ -91,7 +96,7 @@ def command(
             priority_key="cli",
         )
         try:
-            answer = asyncio.run(_turn(route, request))
+            answer = asyncio.run(_turn(route, request, remote=url is not None))
         except KeyboardInterrupt:
             click.secho("\n(stopped)", dim=True, err=True)
             history.pop()

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -139,51 +139,50 @@ async def _generate(
     chat: bool,
 ) -> Response:
     meter: Meter = await _metering(request).begin(key, endpoint, body.model)
-    events: AsyncIterator[tuple[Model, Event]] | None = None
-    try:
-        route = _models(request).route(body.model)
-        events = generate(route, body.to_generation(priority_key=f"key:{key.id}"))
-        # Wait for the first event before answering: a failure up to here is a plain HTTP error.
-        first = await until_disconnect(request, anext(events))
-    except ClientDisconnected:
-        await _close(events)
-        await meter.finish(CLIENT_CLOSED)
-        return Response(status_code=CLIENT_CLOSED)
-    except BaseException as exc:
-        await _close(events)
-        await meter.fail(exc)
-        raise
-    reply = _Reply(model=first[0].model_id)
+    events: AsyncGenerator[tuple[Model, Event], None] | None = None
+    reply = _Reply(model=body.model)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    if body.stream:
-        return sse_response(
-            _stream(meter, events, first[1], reply, ident, body.include_usage, chat)
-        )
 
-    async def rest() -> None:
-        reply.add(first[1])
-        meter.mark_first_token()
-        async for _model, event in events:
+    async def first_event() -> Event:
+        assert events is not None
+        model, event = await anext(events)
+        reply.model = model.model_id
+        return event
+
+    async def whole() -> None:
+        assert events is not None
+        async for model, event in events:
+            reply.model = model.model_id
+            meter.mark_first_token()
             reply.add(event)
 
     try:
-        await until_disconnect(request, rest())
+        route = _models(request).route(body.model)
+        events = generate(route, body.to_generation(priority_key=f"key:{key.id}"))
+        if body.stream:
+            # Wait for the first event before answering: a failure up to here (unknown model,
+            # context too long, upstream down) is a plain HTTP error, not a broken stream.
+            first = await until_disconnect(request, first_event())
+            return sse_response(
+                _stream(meter, events, first, reply, ident, body.include_usage, chat)
+            )
+        await until_disconnect(request, whole())
     except ClientDisconnected:
+        await _close(events)
         await meter.finish(CLIENT_CLOSED, reply.usage, model=reply.model)
         return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
+        await _close(events)
         await meter.fail(exc)
         raise
-    finally:
-        await _close(events)
     await meter.finish(200, reply.usage, model=reply.model)
     return JSON(_whole_body(reply, ident, chat))
 
 
-async def _close(events: AsyncIterator[Any] | None) -> None:
+async def _close(events: AsyncGenerator[Any, None] | None) -> None:
     if events is not None:
         with anyio.CancelScope(shield=True):
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
 
 def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
@@ -216,7 +215,7 @@ def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
 
 async def _stream(
     meter: Meter,
-    events: AsyncIterator[tuple[Model, Event]],
+    events: AsyncGenerator[tuple[Model, Event], None],
     first: Event,
     reply: _Reply,
     ident: str,

@@ -78,6 +78,10 @@ class UsageLedger:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
+                await self.db.write(lambda conn, b=batch: insert_records(conn, b))  # type: ignore[misc]
+            except IntegrityError:
+                # Some request ids are already recorded (a batch retried after a failure that
+                # happened after its commit): write only the others.
                 await self.db.write(lambda conn, b=batch: write_records(conn, b))  # type: ignore[misc]
             except DataError:
                 # A record the database refuses: write the others one by one, log the bad one.
@@ -97,7 +101,13 @@ class UsageLedger:
         await self.flush()
 
 
+def insert_records(conn: Connection, batch: list[UsageRecord]) -> None:
+    """The common case: one multi-row insert, no savepoint."""
+    conn.execute(insert(usage_records), [asdict(r) for r in batch])
+
+
 def write_records(conn: Connection, batch: list[UsageRecord]) -> None:
+    """Insert ``batch``, skipping request ids already recorded."""
     rows = [asdict(r) for r in batch]
     try:  # a savepoint: a duplicate rolls back only this insert
         with conn.begin_nested():

@@ -138,6 +138,8 @@ class MemoryLimiter(Limiter):
             bucket = self._tokens.setdefault(key.id, _Bucket(key.limits.tokens_per_minute, now))
             bucket.refill(key.limits.tokens_per_minute, now)
             bucket.tokens -= tokens
+        if not (key.limits.tokens_per_day or key.limits.tokens_per_month):
+            return
         for period in periods(now):
             slot = (key.id, period.kind, period.tag)
             if slot in self._used:
@@ -232,6 +234,8 @@ class RedisLimiter(Limiter):
             await self._bucket(
                 keys=[self._k("tpm", key.id)], args=[key.limits.tokens_per_minute, now, tokens, 0]
             )
+        if not (key.limits.tokens_per_day or key.limits.tokens_per_month):
+            return
         for period in periods(now):
             slot = self._k("quota", key.id, period.tag)
             # Only counters that were seeded from the ledger are kept up to date.

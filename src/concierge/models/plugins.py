@@ -27,11 +27,11 @@ def register_models(register: Callable[[Model], None], settings: Settings) -> No
                 chat_template=settings.llm_chat_template,
             )
         )
-    from concierge.models.upstream import OpenAIUpstream, make_client
+    from concierge.models.upstream import OpenAIUpstream, UpstreamClient
 
     for upstream in settings.upstreams:
         if upstream.models:
-            client = make_client(upstream)
+            client = UpstreamClient(upstream)
             for model_id in upstream.models:
                 register(OpenAIUpstream(model_id, upstream, client))
 
@@ -51,10 +51,10 @@ def register_embedding_models(
                 batch_size=settings.embedding_batch_size,
             )
         )
-    from concierge.models.upstream import OpenAIUpstreamEmbeddings, make_client
+    from concierge.models.upstream import OpenAIUpstreamEmbeddings, UpstreamClient
 
     for upstream in settings.upstreams:
         if upstream.embedding_models:
-            client = make_client(upstream)
+            client = UpstreamClient(upstream)
             for model_id in upstream.embedding_models:
                 register(OpenAIUpstreamEmbeddings(model_id, upstream, client))

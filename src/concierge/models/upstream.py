@@ -1,8 +1,10 @@
 """Any OpenAI-compatible server as a backend: vLLM, Ollama, llama-server, hosted APIs.
 
-- Connection errors are retried (``connect_retries``) by the HTTP transport, which only ever
-  retries a connection that could not be made, so nothing is retried once a request was sent,
-  and never after a token arrived.
+- The HTTP client is aiohttp: on this path it costs about a quarter of what httpx does per
+  request (``benchmarks/README.md``), and the gateway's overhead is mostly this call.
+- A connection that cannot be made is retried (``connect_retries``, with a short backoff).
+  Nothing is retried once a request was sent, so a request never runs twice, and a stream is
+  never restarted after a token.
 - Upstream failures become gateway errors a client can act on: an upstream 400 is the client's
   bad request (its message passed on), an upstream 429 a rate limit with its Retry-After, a
   refused or timed-out connection a 502/504. Upstream credentials never appear in an error.
@@ -10,13 +12,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from concierge.config import UpstreamConfig
 from concierge.errors import (
@@ -50,21 +54,63 @@ _FINISH: dict[str | None, FinishReason] = {
 }
 
 
-def make_client(
-    upstream: UpstreamConfig, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The pooled client for one upstream. Tests pass an ``httpx.MockTransport``."""
-    headers = {}
-    key = upstream.resolved_api_key()
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return httpx.AsyncClient(
-        base_url=upstream.base_url,
-        headers=headers,
-        timeout=httpx.Timeout(upstream.timeout, connect=min(10.0, upstream.timeout)),
-        limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-        transport=transport or httpx.AsyncHTTPTransport(retries=upstream.connect_retries),
-    )
+class UpstreamClient:
+    """The connection pool to one upstream, shared by its models, opened on first use."""
+
+    def __init__(self, upstream: UpstreamConfig) -> None:
+        self.upstream = upstream
+        self._session: aiohttp.ClientSession | None = None
+        headers = {"Content-Type": "application/json"}
+        key = upstream.resolved_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(10.0, upstream.timeout), sock_read=upstream.timeout
+        )
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                base_url=self.upstream.base_url + "/",
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=300),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            )
+        return self._session
+
+    async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST ``body``; retry only when the connection could not be made."""
+        session = self._open()
+        data = orjson.dumps(body)
+        try:  # the common case, without the retry machinery's cost
+            return await session.post(path, data=data)
+        except aiohttp.ClientConnectorError:
+            if not self.upstream.connect_retries:
+                raise
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(aiohttp.ClientConnectorError),
+            stop=stop_after_attempt(self.upstream.connect_retries),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await session.post(path, data=data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+
+def _transport_error(upstream: UpstreamConfig, exc: BaseException) -> ConciergeError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamTimeout(
+            f"upstream '{upstream.name}' did not answer within {upstream.timeout:g}s"
+        )
+    return UpstreamError(f"upstream '{upstream.name}' is unreachable ({type(exc).__name__})")
 
 
 def request_body(req: GenerationRequest, upstream_model: str, stream: bool) -> dict[str, Any]:
@@ -122,7 +168,7 @@ class OpenAIUpstream(Model):
         self,
         model_id: str,
         upstream: UpstreamConfig,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         upstream_model: str | None = None,
     ) -> None:
@@ -136,31 +182,24 @@ class OpenAIUpstream(Model):
         self._client = client
 
     async def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        path = "/chat/completions" if request.is_chat else "/completions"
+        path = "chat/completions" if request.is_chat else "completions"
         body = request_body(request, self.upstream_model, stream=request.stream)
         try:
-            if request.stream:
-                async for event in self._stream(path, body, request.is_chat):
-                    yield event
-            else:
-                for event in await self._whole(path, body, request.is_chat):
-                    yield event
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(
-                f"upstream '{self.upstream.name}' did not answer within {self.upstream.timeout:g}s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"upstream '{self.upstream.name}' is unreachable ({type(exc).__name__})"
-            ) from None
+            response = await self._client.post(path, body)
+            async with response:
+                if response.status >= 400:
+                    raise self._error(response.status, await response.read(), response.headers)
+                if request.stream:
+                    async for event in self._stream(response, request.is_chat):
+                        yield event
+                else:
+                    for event in self._whole(await response.read(), request.is_chat):
+                        yield event
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_error(self.upstream, exc) from None
 
-    async def _whole(self, path: str, body: dict[str, Any], chat: bool) -> list[Event]:
-        response = await self._client.post(
-            path, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
-        )
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content, response.headers)
-        data = self._json(response.content)
+    def _whole(self, content: bytes, chat: bool) -> list[Event]:
+        data = self._json(content)
         choice = (data.get("choices") or [{}])[0]
         events: list[Event] = []
         if chat:
@@ -178,48 +217,43 @@ class OpenAIUpstream(Model):
         events.append(Finish(_FINISH.get(choice.get("finish_reason"), "stop"), usage))
         return events
 
-    async def _stream(self, path: str, body: dict[str, Any], chat: bool) -> AsyncIterator[Event]:
-        async with self._client.stream(
-            "POST", path, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
-        ) as response:
-            if response.status_code >= 400:
-                raise self._error(response.status_code, await response.aread(), response.headers)
-            reason: FinishReason = "stop"
-            usage: Usage | None = None
-            chunks = 0
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    break
-                data = self._json(payload.encode())
-                if "error" in data and not data.get("choices"):
-                    raise UpstreamError(
-                        f"upstream '{self.upstream.name}' failed mid-stream: "
-                        f"{_message(data) or 'no reason given'}"
-                    )
-                usage = _usage(data.get("usage")) or usage
-                for choice in data.get("choices") or []:
-                    chunks += 1
-                    if chat:
-                        delta = choice.get("delta") or {}
-                        if delta.get("content"):
-                            yield TextDelta(delta["content"])
-                        for call in delta.get("tool_calls") or []:
-                            fn = call.get("function") or {}
-                            yield ToolCallDelta(
-                                int(call.get("index", 0)),
-                                call.get("id"),
-                                fn.get("name"),
-                                fn.get("arguments") or "",
-                            )
-                    elif choice.get("text"):
-                        yield TextDelta(choice["text"])
-                    if choice.get("finish_reason"):
-                        reason = _FINISH.get(choice["finish_reason"], "stop")
-            # Upstreams that ignore include_usage: count chunks, the best estimate there is.
-            yield Finish(reason, usage or Usage(0, chunks))
+    async def _stream(self, response: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
+        reason: FinishReason = "stop"
+        usage: Usage | None = None
+        chunks = 0
+        async for raw in _lines(response.content, self.upstream.name):
+            if not raw.startswith(b"data:"):
+                continue
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                break
+            data = self._json(payload)
+            if "error" in data and not data.get("choices"):
+                raise UpstreamError(
+                    f"upstream '{self.upstream.name}' failed mid-stream: "
+                    f"{_message(data) or 'no reason given'}"
+                )
+            usage = _usage(data.get("usage")) or usage
+            for choice in data.get("choices") or []:
+                chunks += 1
+                if chat:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        yield TextDelta(delta["content"])
+                    for call in delta.get("tool_calls") or []:
+                        fn = call.get("function") or {}
+                        yield ToolCallDelta(
+                            int(call.get("index", 0)),
+                            call.get("id"),
+                            fn.get("name"),
+                            fn.get("arguments") or "",
+                        )
+                elif choice.get("text"):
+                    yield TextDelta(choice["text"])
+                if choice.get("finish_reason"):
+                    reason = _FINISH.get(choice["finish_reason"], "stop")
+        # Upstreams that ignore include_usage: count chunks, the best estimate there is.
+        yield Finish(reason, usage or Usage(0, chunks))
 
     def _json(self, content: bytes) -> dict[str, Any]:
         try:
@@ -232,7 +266,7 @@ class OpenAIUpstream(Model):
             raise UpstreamError(f"upstream '{self.upstream.name}' sent an unexpected reply")
         return data
 
-    def _error(self, status: int, content: bytes, headers: httpx.Headers) -> ConciergeError:
+    def _error(self, status: int, content: bytes, headers: Any) -> ConciergeError:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -268,7 +302,7 @@ class OpenAIUpstreamEmbeddings(EmbeddingModel):
         self,
         model_id: str,
         upstream: UpstreamConfig,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         *,
         dimensions: int = 0,
     ) -> None:
@@ -282,18 +316,16 @@ class OpenAIUpstreamEmbeddings(EmbeddingModel):
         name = self.upstream.name
         try:
             response = await self._client.post(
-                "/embeddings", json={"model": self.model_id, "input": list(texts)}
+                "embeddings", {"model": self.model_id, "input": list(texts)}
             )
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"upstream '{name}' did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"upstream '{name}' is unreachable ({type(exc).__name__})"
-            ) from None
-        if response.status_code >= 400:
-            raise UpstreamError(f"upstream '{name}' failed with HTTP {response.status_code}")
+            async with response:
+                status, content = response.status, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_error(self.upstream, exc) from None
+        if status >= 400:
+            raise UpstreamError(f"upstream '{name}' failed with HTTP {status}")
         try:
-            data = response.json()
+            data = orjson.loads(content)
             rows = sorted(data["data"], key=lambda row: row["index"])
             vectors = [list(map(float, row["embedding"])) for row in rows]
         except (ValueError, KeyError, TypeError):
@@ -306,6 +338,43 @@ class OpenAIUpstreamEmbeddings(EmbeddingModel):
             self.dimensions = len(vectors[0])
         tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
         return Embeddings(np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1), tokens)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+async def _lines(content: aiohttp.StreamReader, name: str) -> AsyncIterator[bytes]:
+    """The lines of an event stream, as they arrive, of any length up to ``MAX_EVENT_BYTES``.
+
+    (aiohttp's own line reader refuses lines over 512 KiB, which one chunk of a large tool call
+    can be.)
+    """
+    parts: list[bytes] = []
+    size = 0
+    async for data in content.iter_any():
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            size += (len(data) if end == -1 else end) - start
+            if size > MAX_EVENT_BYTES:
+                raise UpstreamError(
+                    f"upstream '{name}' sent an event over {MAX_EVENT_BYTES:,} bytes"
+                )
+            if end == -1:
+                if start < len(data):
+                    parts.append(data[start:])
+                break
+            line = data[start:end]
+            if parts:
+                line, parts = b"".join([*parts, line]), []
+            size = 0
+            yield line
+            start = end + 1
+    if parts:
+        yield b"".join(parts)
 
 
 def _message(data: dict[str, Any]) -> str | None:
