@@ -233,12 +233,25 @@ async def test_embeddings_bad_input(client: AsyncClient, payload: dict, param: s
     assert error["param"].startswith(param)
 
 
-async def test_malformed_json(client: AsyncClient, concierge: Concierge) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "body", "message"),
+    [
+        ("/v1/chat/completions", b'{"model": ', "could not parse the JSON body"),
+        ("/v1/chat/completions", b"", "could not parse the JSON body"),
+        ("/v1/completions", b"\xff\xfe{}", "could not parse the JSON body"),
+        ("/v1/embeddings", b'{"input": "\\ud800"}', "could not parse the JSON body"),
+        ("/v1/chat/completions", b"[1, 2]", "must be a JSON object"),
+        ("/v1/embeddings", b"null", "must be a JSON object"),
+    ],
+)
+async def test_malformed_json(
+    client: AsyncClient, concierge: Concierge, endpoint: str, body: bytes, message: str
+) -> None:
     response = await client.post(
-        "/v1/chat/completions", content=b'{"model": ', headers={"Content-Type": "application/json"}
+        endpoint, content=body, headers={"Content-Type": "application/json"}
     )
     error = assert_openai_error(response, 400, "invalid_request_error")
-    assert "JSON" in error["message"]
+    assert message in error["message"]
     assert await ledger_rows(concierge) == []  # nothing recorded for a request never run
 
 

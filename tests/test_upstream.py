@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy import select
 
 from concierge.app import Concierge
 from concierge.config import Settings, UpstreamConfig
@@ -23,7 +25,9 @@ from concierge.errors import UpstreamError
 from concierge.hookspecs import hookimpl
 from concierge.models.base import GenerationRequest, Message, Model
 from concierge.models.upstream import OpenAIUpstream, UpstreamClient
-from tests.conftest import free_port, http_client, make_settings
+from concierge.store import Database
+from concierge.store.tables import usage_records
+from tests.conftest import ADMIN_KEY, LiveServer, free_port, http_client, make_settings
 from tests.helpers import ledger_rows, sse_payloads
 
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
@@ -489,3 +493,77 @@ async def test_upstream_embeddings(tmp_path: Path, db_url: str, models_dir: Path
     finally:
         await app.shutdown()
         await server.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_hangs_up_stops_the_upstream_request(
+    tmp_path: Path, db_url: str, models_dir: Path, stream: bool
+) -> None:
+    """Through a real server: the gateway drops the upstream call and records a 499."""
+    written: list[int] = []
+    ended = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        n = 0
+        try:
+            for n in range(1, 201):  # 200 chunks over ~10 s, unless the gateway hangs up
+                await response.write(chunk(f"t{n} "))
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            written.append(n)
+            ended.set()
+        return response
+
+    web_app = web.Application(handler_args={"handler_cancellation": True})
+    web_app.router.add_post("/v1/chat/completions", slow)
+    fake = TestServer(web_app)
+    await fake.start_server()
+    upstream = {"name": "slow", "base_url": str(fake.make_url("/v1")), "models": ["big"]}
+    server = await asyncio.to_thread(
+        LiveServer,
+        {
+            "CONCIERGE_DATA_DIR": str(tmp_path),
+            "CONCIERGE_DATABASE_URL": db_url,
+            "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
+            "CONCIERGE_LLM_ENABLED": "false",
+            "CONCIERGE_EMBEDDING_ENABLED": "false",
+            "CONCIERGE_UPSTREAMS": json.dumps([upstream]),
+            "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
+            "CONCIERGE_LOG_LEVEL": "warning",
+        },
+        tmp_path,
+    )
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as client:
+            body = {**CHAT, "stream": stream}
+            if stream:
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    async for _line in response.aiter_lines():
+                        break  # one line, then hang up
+            else:
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post("/v1/chat/completions", json=body, timeout=0.5)
+        await asyncio.wait_for(ended.wait(), 5)
+        assert written[0] < 60  # stopped within a second or two, not after all 200
+        rows: list[Any] = []
+        for _ in range(50):  # the ledger row lands within a flush interval
+            database = Database(db_url)
+            try:
+                rows = await database.read(
+                    lambda conn: conn.execute(select(usage_records.c.status)).all()
+                )
+            finally:
+                database.close()
+            if rows:
+                break
+            await asyncio.sleep(0.1)
+        assert [r.status for r in rows] == [499]
+    finally:
+        await asyncio.to_thread(server.stop)
+        await fake.close()

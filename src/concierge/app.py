@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from concierge import __version__, keys
 from concierge.config import Settings
-from concierge.gateway import admin, errors, health, openai
+from concierge.gateway import admin, body, errors, health, openai
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.limits import BodySizeLimit
 from concierge.metering import Metering
@@ -120,6 +120,13 @@ class Concierge:
         app.include_router(admin.router)
         app.include_router(health.router)
         app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
+
+        def document() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = body.add_schemas(FastAPI.openapi(app), openai.BODY_MODELS)
+            return app.openapi_schema
+
+        app.openapi = document  # type: ignore[method-assign]
         return app
 
 

@@ -6,14 +6,12 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from concierge import keys
 from concierge.errors import AuthenticationFailed, PermissionDenied
 from concierge.keys import ApiKey
 from concierge.store import Database
-
-bearer = HTTPBearer(auto_error=False, description="An API key: Authorization: Bearer sk-cc-…")
 
 
 class KeyCache:
@@ -44,33 +42,39 @@ class KeyCache:
         self._entries.clear()
 
 
-async def _authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> ApiKey:
-    if credentials is None or not credentials.credentials:
-        raise AuthenticationFailed(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+class ApiKeyAuth(HTTPBearer):
+    """The caller's key, if it is valid, active and has ``scope`` (admin has all).
+
+    One dependency for the whole check (it runs on every request, so it is kept flat); as an
+    ``HTTPBearer`` it still puts the bearer scheme in the OpenAPI document.
+    """
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="APIKey",
+            description="An API key: Authorization: Bearer sk-cc-…",
         )
-    secret = credentials.credentials
-    cache: KeyCache = request.app.state.concierge.key_cache
-    key = await cache.lookup(secret)
-    if key is None:
-        shown = secret[:8] + "…" if len(secret) > 12 else "***"
-        raise AuthenticationFailed(f"Incorrect or revoked API key provided: {shown}")
-    return key
+        self.scope = scope
 
-
-def require(scope: str):  # type: ignore[no-untyped-def]
-    """A dependency that yields the caller's key if it has ``scope`` (admin has all)."""
-
-    async def dependency(key: Annotated[ApiKey, Depends(_authenticate)]) -> ApiKey:
-        if not key.has_scope(scope):
-            raise PermissionDenied(f"this API key lacks the '{scope}' scope")
+    async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None or not credentials.credentials:
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        secret = credentials.credentials
+        cache: KeyCache = request.app.state.concierge.key_cache
+        key = await cache.lookup(secret)
+        if key is None:
+            shown = secret[:8] + "…" if len(secret) > 12 else "***"
+            raise AuthenticationFailed(f"Incorrect or revoked API key provided: {shown}")
+        if not key.has_scope(self.scope):
+            raise PermissionDenied(f"this API key lacks the '{self.scope}' scope")
         return key
 
-    return dependency
 
-
-InferenceKey = Annotated[ApiKey, Depends(require("inference"))]
-AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+inference_key = ApiKeyAuth("inference")
+"""Called directly by the routes that skip dependency injection (see gateway/body.py)."""
+InferenceKey = Annotated[ApiKey, Depends(inference_key)]
+AdminKey = Annotated[ApiKey, Depends(ApiKeyAuth("admin"))]

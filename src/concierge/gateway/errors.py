@@ -48,7 +48,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "The request body is invalid.", None
     first = errors[0]
     if first.get("type") == "json_invalid":
-        return "We could not parse the JSON body of your request. Send valid JSON.", None
+        why = (first.get("ctx") or {}).get("error")
+        detail = f" ({why})" if why else ""
+        return f"We could not parse the JSON body of your request{detail}. Send valid JSON.", None
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # Drop pydantic's union branch labels (e.g. "UserMessage", "str") from the path.
     param = (
@@ -59,7 +61,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"Missing required parameter: '{param}'.", param
     if first.get("type") == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
-    if first.get("type") == "model_attributes_type" and not param:
+    if first.get("type") in {"model_attributes_type", "model_type"} and not param:
         return "The request body must be a JSON object.", None
     more = (
         f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

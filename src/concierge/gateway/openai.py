@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from concierge.errors import ConciergeError, InvalidRequest, ModelNotFound
-from concierge.gateway.auth import InferenceKey
+from concierge.gateway.auth import InferenceKey, inference_key
+from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON, SSE_DONE, sse_event, sse_response
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from concierge.metering import Meter
@@ -45,19 +47,34 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; cancel it and raise ClientDisconnected if the client goes away first."""
-    task = asyncio.ensure_future(work)
+    """Await ``work``; cancel it and raise ClientDisconnected if the client goes away first.
+
+    ``work`` runs in this task; a watcher task cancels this task when the client disconnects,
+    and the cancellation is taken back (``uncancel``) as asyncio.timeout does, so a
+    cancellation from elsewhere (server shutdown) still goes through.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    waiting, gone = True, False
+
+    def disconnected(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        # ``waiting``: a callback already scheduled when the work ended must not cancel later.
+        if waiting and not watcher.cancelled() and watcher.exception() is None:
+            gone = True
+            task.cancel()
+
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watcher.add_done_callback(disconnected)
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
     finally:
+        waiting = False
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    with anyio.CancelScope(shield=True):
-        await asyncio.wait({task})
-    raise ClientDisconnected
 
 
 @dataclass
@@ -118,15 +135,27 @@ async def retrieve_model(model_id: str, request: Request, _key: InferenceKey) ->
     raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
 
 
-@router.post("/chat/completions", summary="Create a chat completion")
-async def chat_completions(
-    body: ChatCompletionRequest, request: Request, key: InferenceKey
-) -> Response:
+# The inference endpoints parse their bodies themselves, in one pass (see gateway/body.py).
+BODY_MODELS: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest]
+
+
+@router.post(
+    "/chat/completions",
+    summary="Create a chat completion",
+    openapi_extra=json_body(ChatCompletionRequest),
+)
+async def chat_completions(request: Request) -> Response:
+    key = await inference_key(request)
+    body = await parse(request, ChatCompletionRequest)
     return await _generate(request, key, "chat.completions", body, chat=True)
 
 
-@router.post("/completions", summary="Create a text completion")
-async def completions(body: CompletionRequest, request: Request, key: InferenceKey) -> Response:
+@router.post(
+    "/completions", summary="Create a text completion", openapi_extra=json_body(CompletionRequest)
+)
+async def completions(request: Request) -> Response:
+    key = await inference_key(request)
+    body = await parse(request, CompletionRequest)
     return await _generate(request, key, "completions", body, chat=False)
 
 
@@ -288,8 +317,10 @@ async def _stream(
             await meter.finish(status, reply.usage, model=reply.model)
 
 
-@router.post("/embeddings", summary="Create embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request, key: InferenceKey) -> JSON:
+@router.post("/embeddings", summary="Create embeddings", openapi_extra=json_body(EmbeddingRequest))
+async def embeddings(request: Request) -> JSON:
+    key = await inference_key(request)
+    body = await parse(request, EmbeddingRequest)
     meter: Meter = await _metering(request).begin(key, "embeddings", body.model)
     settings = request.app.state.concierge.settings
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,7 +23,8 @@ class Meter:
     key: ApiKey
     endpoint: str
     model: str | None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # 128 random bits, as a uuid4 has, without its system call: ids need be unique, not secret.
+    request_id: str = field(default_factory=lambda: f"{random.getrandbits(128):032x}")
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     done: bool = False

@@ -14,6 +14,7 @@ in Redis, so every replica behind a load balancer enforces the same limits.
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -39,10 +40,15 @@ class Period:
 
 
 def periods(now: float) -> tuple[Period, Period]:
-    t = datetime.fromtimestamp(now, UTC)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    """The UTC day and month that ``now`` falls in."""
+    return _periods_of_day(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _periods_of_day(day_number: int) -> tuple[Period, Period]:
+    day = datetime.fromtimestamp(day_number * 86400, UTC)
     month = day.replace(day=1)
-    days_in_month = calendar.monthrange(t.year, t.month)[1]
+    days_in_month = calendar.monthrange(day.year, day.month)[1]
     return (
         Period("day", day, datetime.fromtimestamp(day.timestamp() + 86400, UTC)),
         Period(
