@@ -567,3 +567,44 @@ async def test_a_client_that_hangs_up_stops_the_upstream_request(
     finally:
         await asyncio.to_thread(server.stop)
         await fake.close()
+
+
+async def test_events_that_arrive_together_are_written_together(upstream_factory) -> None:
+    """Events from one upstream read leave in one write; nothing waits to fill a batch."""
+
+    async def handler(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk("a") + chunk("b") + chunk("c"))
+        await asyncio.sleep(0.2)
+        await response.write(chunk("d"))
+        await asyncio.sleep(0.2)
+        await response.write(chunk(finish="stop") + usage_chunk(1, 4) + b"data: [DONE]\n\n")
+        return response
+
+    app, _ = await upstream_factory({"big": handler})
+    writes: list[bytes] = []
+    inner = app.app()
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                writes.append(message["body"])
+            await send(message)
+
+        await inner(scope, receive, record)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=recording),
+        base_url="http://test",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ) as client:
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert response.status_code == 200
+    texts = [
+        [e["choices"][0]["delta"].get("content") for e in sse_payloads(w.decode()) if e != "[DONE]"]
+        for w in writes
+    ]
+    assert texts[0] == ["", "a", "b", "c"]  # the role chunk and the first read's three events
+    assert texts[1] == ["d"]  # sent as soon as it came, alone
+    assert "".join(t or "" for w in texts for t in w) == "abcd"

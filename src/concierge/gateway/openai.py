@@ -29,7 +29,7 @@ from concierge.gateway.responses import JSON, SSE_DONE, sse_event, sse_response
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from concierge.metering import Meter
 from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
-from concierge.models.registry import generate
+from concierge.models.registry import generate_batches
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 T = TypeVar("T")
@@ -168,40 +168,41 @@ async def _generate(
     chat: bool,
 ) -> Response:
     meter: Meter = await _metering(request).begin(key, endpoint, body.model)
-    events: AsyncGenerator[tuple[Model, Event], None] | None = None
+    batches: AsyncGenerator[tuple[Model, list[Event]], None] | None = None
     reply = _Reply(model=body.model)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
 
-    async def first_event() -> Event:
-        assert events is not None
-        model, event = await anext(events)
+    async def first_batch() -> list[Event]:
+        assert batches is not None
+        model, batch = await anext(batches)
         reply.model = model.model_id
-        return event
+        return batch
 
     async def whole() -> None:
-        assert events is not None
-        async for model, event in events:
+        assert batches is not None
+        async for model, batch in batches:
             reply.model = model.model_id
             meter.mark_first_token()
-            reply.add(event)
+            for event in batch:
+                reply.add(event)
 
     try:
         route = _models(request).route(body.model)
-        events = generate(route, body.to_generation(priority_key=f"key:{key.id}"))
+        batches = generate_batches(route, body.to_generation(priority_key=f"key:{key.id}"))
         if body.stream:
             # Wait for the first event before answering: a failure up to here (unknown model,
             # context too long, upstream down) is a plain HTTP error, not a broken stream.
-            first = await until_disconnect(request, first_event())
+            first = await until_disconnect(request, first_batch())
             return sse_response(
-                _stream(meter, events, first, reply, ident, body.include_usage, chat)
+                _stream(meter, batches, first, reply, ident, body.include_usage, chat)
             )
         await until_disconnect(request, whole())
     except ClientDisconnected:
-        await _close(events)
+        await _close(batches)
         await meter.finish(CLIENT_CLOSED, reply.usage, model=reply.model)
         return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
-        await _close(events)
+        await _close(batches)
         await meter.fail(exc)
         raise
     await meter.finish(200, reply.usage, model=reply.model)
@@ -244,13 +245,14 @@ def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
 
 async def _stream(
     meter: Meter,
-    events: AsyncGenerator[tuple[Model, Event], None],
-    first: Event,
+    batches: AsyncGenerator[tuple[Model, list[Event]], None],
+    first: list[Event],
     reply: _Reply,
     ident: str,
     include_usage: bool,
     chat: bool,
 ) -> AsyncIterator[bytes]:
+    """The SSE body: one chunk per event, in one write per batch of events."""
     created = int(time.time())
     base = {
         "id": ident,
@@ -273,38 +275,34 @@ async def _stream(
             }
         return sse_event({**base, "choices": [choice], **extra})
 
+    def encode(event: Event) -> bytes:
+        reply.add(event)
+        if isinstance(event, TextDelta):
+            meter.mark_first_token()
+            return chunk({"content": event.text})
+        if isinstance(event, ToolCallDelta):
+            meter.mark_first_token()
+            call: dict[str, Any] = {
+                "index": event.index,
+                "function": {"arguments": event.arguments},
+            }
+            if event.id:
+                call.update(id=event.id, type="function")
+            if event.name:
+                call["function"]["name"] = event.name
+            return chunk({"tool_calls": [call]})
+        return chunk({}, finish=event.reason)
+
     status = 200
     try:
-        if chat:
-            yield chunk({"role": "assistant", "content": ""})
-        pending: Event | None = first
-        while True:
-            if pending is None:
-                try:
-                    pending = (await anext(events))[1]
-                except StopAsyncIteration:
-                    break
-            event, pending = pending, None
-            reply.add(event)
-            if isinstance(event, TextDelta):
-                meter.mark_first_token()
-                yield chunk({"content": event.text})
-            elif isinstance(event, ToolCallDelta):
-                meter.mark_first_token()
-                call: dict[str, Any] = {
-                    "index": event.index,
-                    "function": {"arguments": event.arguments},
-                }
-                if event.id:
-                    call.update(id=event.id, type="function")
-                if event.name:
-                    call["function"]["name"] = event.name
-                yield chunk({"tool_calls": [call]})
-            elif isinstance(event, Finish):
-                yield chunk({}, finish=event.reason)
+        opening = chunk({"role": "assistant", "content": ""}) if chat else b""
+        yield opening + b"".join(map(encode, first))
+        async for _model, batch in batches:
+            yield b"".join(map(encode, batch))
+        tail = [SSE_DONE]
         if include_usage:
-            yield sse_event({**base, "choices": [], "usage": reply.usage.to_dict()})
-        yield SSE_DONE
+            tail.insert(0, sse_event({**base, "choices": [], "usage": reply.usage.to_dict()}))
+        yield b"".join(tail)
     except ConciergeError as exc:
         status = exc.status
         yield sse_event(exc.to_dict())
@@ -313,7 +311,7 @@ async def _stream(
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await _close(events)
+            await _close(batches)
             await meter.finish(status, reply.usage, model=reply.model)
 
 

@@ -163,6 +163,22 @@ class Model(ABC):
     def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         """Generate for ``request``; yield deltas, then exactly one :class:`Finish` last."""
 
+    async def execute_batches(
+        self, request: GenerationRequest
+    ) -> AsyncGenerator[list[Event], None]:
+        """The events of :meth:`execute`, grouped as they became available.
+
+        A backend that receives several events at once (one network read of a busy upstream)
+        yields them together, so that a consumer writing to a network can send them in one
+        write. Nothing waits to fill a batch. The default: one event per batch.
+        """
+        stream = self.execute(request)
+        try:
+            async for event in stream:
+                yield [event]
+        finally:
+            await stream.aclose()
+
     def queue_depth(self) -> int:
         """Requests waiting for this backend (0 where it does not queue)."""
         return 0

@@ -148,14 +148,28 @@ async def generate(
     Yields ``(model, event)`` so callers know which backend answered. Falls back to the next
     model only on an upstream or availability failure before the first event.
     """
+    batches = generate_batches(route, request)
+    try:
+        async for model, batch in batches:
+            for event in batch:
+                yield model, event
+    finally:
+        await batches.aclose()
+
+
+async def generate_batches(
+    route: list[Model], request: GenerationRequest
+) -> AsyncGenerator[tuple[Model, list[Event]], None]:
+    """:func:`generate`, with the events grouped as they became available
+    (:meth:`Model.execute_batches`)."""
     last_error: Exception | None = None
     for model in route:
         started = False
-        stream = model.execute(replace(request, model=model.model_id))
+        stream = model.execute_batches(replace(request, model=model.model_id))
         try:
-            async for event in stream:
+            async for batch in stream:
                 started = True
-                yield model, event
+                yield model, batch
             return
         except (UpstreamError, ServiceUnavailable) as exc:
             if started:

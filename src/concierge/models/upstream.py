@@ -182,6 +182,17 @@ class OpenAIUpstream(Model):
         self._client = client
 
     async def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        batches = self.execute_batches(request)
+        try:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def execute_batches(
+        self, request: GenerationRequest
+    ) -> AsyncGenerator[list[Event], None]:
         path = "chat/completions" if request.is_chat else "completions"
         body = request_body(request, self.upstream_model, stream=request.stream)
         try:
@@ -190,11 +201,10 @@ class OpenAIUpstream(Model):
                 if response.status >= 400:
                     raise self._error(response.status, await response.read(), response.headers)
                 if request.stream:
-                    async for event in self._stream(response, request.is_chat):
-                        yield event
+                    async for batch in self._stream(response, request.is_chat):
+                        yield batch
                 else:
-                    for event in self._whole(await response.read(), request.is_chat):
-                        yield event
+                    yield self._whole(await response.read(), request.is_chat)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _transport_error(self.upstream, exc) from None
 
@@ -217,43 +227,58 @@ class OpenAIUpstream(Model):
         events.append(Finish(_FINISH.get(choice.get("finish_reason"), "stop"), usage))
         return events
 
-    async def _stream(self, response: aiohttp.ClientResponse, chat: bool) -> AsyncIterator[Event]:
+    async def _stream(
+        self, response: aiohttp.ClientResponse, chat: bool
+    ) -> AsyncIterator[list[Event]]:
+        """One batch of events per network read (often one event; several when busy)."""
         reason: FinishReason = "stop"
         usage: Usage | None = None
         chunks = 0
-        async for raw in _lines(response.content, self.upstream.name):
-            if not raw.startswith(b"data:"):
-                continue
-            payload = raw[5:].strip()
-            if payload == b"[DONE]":
-                break
-            data = self._json(payload)
-            if "error" in data and not data.get("choices"):
-                raise UpstreamError(
-                    f"upstream '{self.upstream.name}' failed mid-stream: "
-                    f"{_message(data) or 'no reason given'}"
-                )
-            usage = _usage(data.get("usage")) or usage
-            for choice in data.get("choices") or []:
-                chunks += 1
-                if chat:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        yield TextDelta(delta["content"])
-                    for call in delta.get("tool_calls") or []:
-                        fn = call.get("function") or {}
-                        yield ToolCallDelta(
-                            int(call.get("index", 0)),
-                            call.get("id"),
-                            fn.get("name"),
-                            fn.get("arguments") or "",
-                        )
-                elif choice.get("text"):
-                    yield TextDelta(choice["text"])
-                if choice.get("finish_reason"):
-                    reason = _FINISH.get(choice["finish_reason"], "stop")
-        # Upstreams that ignore include_usage: count chunks, the best estimate there is.
-        yield Finish(reason, usage or Usage(0, chunks))
+        async for lines in _line_batches(response.content, self.upstream.name):
+            batch: list[Event] = []
+            done = False
+            for raw in lines:
+                if not raw.startswith(b"data:"):
+                    continue
+                payload = raw[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                data = self._json(payload)
+                if "error" in data and not data.get("choices"):
+                    raise UpstreamError(
+                        f"upstream '{self.upstream.name}' failed mid-stream: "
+                        f"{_message(data) or 'no reason given'}"
+                    )
+                usage = _usage(data.get("usage")) or usage
+                for choice in data.get("choices") or []:
+                    chunks += 1
+                    if chat:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            batch.append(TextDelta(delta["content"]))
+                        for call in delta.get("tool_calls") or []:
+                            fn = call.get("function") or {}
+                            batch.append(
+                                ToolCallDelta(
+                                    int(call.get("index", 0)),
+                                    call.get("id"),
+                                    fn.get("name"),
+                                    fn.get("arguments") or "",
+                                )
+                            )
+                    elif choice.get("text"):
+                        batch.append(TextDelta(choice["text"]))
+                    if choice.get("finish_reason"):
+                        reason = _FINISH.get(choice["finish_reason"], "stop")
+            if done:
+                # Upstreams that ignore include_usage: count chunks, the best estimate there is.
+                batch.append(Finish(reason, usage or Usage(0, chunks)))
+                yield batch
+                return
+            if batch:
+                yield batch
+        yield [Finish(reason, usage or Usage(0, chunks))]
 
     def _json(self, content: bytes) -> dict[str, Any]:
         try:
@@ -346,8 +371,9 @@ class OpenAIUpstreamEmbeddings(EmbeddingModel):
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
-async def _lines(content: aiohttp.StreamReader, name: str) -> AsyncIterator[bytes]:
-    """The lines of an event stream, as they arrive, of any length up to ``MAX_EVENT_BYTES``.
+async def _line_batches(content: aiohttp.StreamReader, name: str) -> AsyncIterator[list[bytes]]:
+    """The lines of an event stream, those completed by one network read together, of any
+    length up to ``MAX_EVENT_BYTES``.
 
     (aiohttp's own line reader refuses lines over 512 KiB, which one chunk of a large tool call
     can be.)
@@ -355,6 +381,7 @@ async def _lines(content: aiohttp.StreamReader, name: str) -> AsyncIterator[byte
     parts: list[bytes] = []
     size = 0
     async for data in content.iter_any():
+        lines: list[bytes] = []
         start = 0
         while True:
             end = data.find(b"\n", start)
@@ -371,10 +398,12 @@ async def _lines(content: aiohttp.StreamReader, name: str) -> AsyncIterator[byte
             if parts:
                 line, parts = b"".join([*parts, line]), []
             size = 0
-            yield line
+            lines.append(line)
             start = end + 1
+        if lines:
+            yield lines
     if parts:
-        yield b"".join(parts)
+        yield [b"".join(parts)]
 
 
 def _message(data: dict[str, Any]) -> str | None:
