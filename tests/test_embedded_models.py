@@ -168,3 +168,16 @@ def test_minilm_matches_sentence_transformers(registry: ModelRegistry) -> None:
 def test_minilm_degenerate_inputs(registry: ModelRegistry, text: str) -> None:
     vec = asyncio.run(registry.embedding_models[EMBEDDER].embed([text])).vectors[0]
     assert np.isfinite(vec).all() and abs(np.linalg.norm(vec) - 1) < 1e-4
+
+
+def test_erf_matches_the_standard_library_to_float32_precision() -> None:
+    import math
+
+    from concierge.models.minilm import _erf, _gelu
+
+    xs = np.linspace(-8, 8, 100_001, dtype=np.float32)
+    expected = np.array([math.erf(float(x)) for x in xs])
+    assert np.abs(_erf(xs.copy()) - expected).max() < 1e-6
+    gelu = np.array([0.5 * float(x) * (1 + math.erf(float(x) / math.sqrt(2))) for x in xs])
+    assert np.abs(_gelu(xs) - gelu).max() < 1e-5
+    assert _gelu(xs).dtype == np.float32

