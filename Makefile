@@ -44,8 +44,12 @@ format: install
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# Benchmarks need wrk (apt-get install wrk); LiteLLM is installed apart, in .bench/litellm.
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	benchmarks/setup-litellm
+	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/embedded_llm.py
+	$(BIN)/python benchmarks/embeddings.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/embeddings.py [--sentences 2048] [--torch-python PATH]
 
-Sentences: the `instruction` column of ../shared/data/bitext-support/support.csv (customer
-questions) and the titles of ../shared/data/scifact/corpus.jsonl; without that folder, generated
-sentences. Throughput is sentences/s at batch 32 on this machine's cores, median of 3 passes.
+Sentences: half from the `instruction` column of ../shared/data/bitext-support/support.csv
+(customer questions), half titles from ../shared/data/scifact/corpus.jsonl; without that
+folder, generated sentences. Throughput is sentences/s at batch 32 on this machine's cores,
+median of 3 passes.
 Fidelity is the cosine to sentence-transformers' vectors in tests/fixtures/minilm_reference.npz.
 With --torch-python (a Python that has torch and sentence-transformers, for example the one
 scripts/make_minilm_reference.py was run with), the same sentences are timed with
@@ -48,10 +49,10 @@ def sentences(n: int) -> tuple[list[str], str]:
     corpus = SHARED / "scifact" / "corpus.jsonl"
     if support.exists() and corpus.exists():
         with support.open(newline="") as fh:
-            out += [row["instruction"] for row in csv.DictReader(fh)]
+            out += [row["instruction"] for row in csv.DictReader(fh)][: n - n // 2]
         with corpus.open() as fh:
-            out += [json.loads(line)["title"] for line in fh]
-        source = "bitext-support instructions + SciFact titles"
+            out += [json.loads(line)["title"] for line in fh][: n // 2]
+        source = "half bitext-support instructions, half SciFact titles"
     else:
         print(f"{SHARED} not found: using generated sentences")
         words = [
