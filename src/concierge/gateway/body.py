@@ -1,10 +1,11 @@
 """JSON request bodies parsed and validated in one pass by pydantic-core.
 
-FastAPI's own body handling decodes JSON with the standard library and then validates the
-Python objects; on the inference endpoints, which every request goes through, that costs more
-than the rest of the gateway's own work. Those routes read their body with :func:`parse`
-and check the key with a direct call rather than through dependency injection (which costs
-about as much again), and declare both for the OpenAPI document with :func:`json_body`;
+FastAPI's own body handling sniffs the content type, decodes JSON with the standard library
+and then validates the Python objects, and its dependency solving costs as much again. On the
+inference endpoints, which every request goes through, the two together were about a tenth of
+a request's CPU time (benchmarks/README.md). Those routes read their body with :func:`parse`
+and check the key with a direct call rather than through dependency injection, and declare
+both for the OpenAPI document with :func:`json_body`;
 :func:`add_schemas` puts the models' schemas where those declarations point. Errors are the same
 ``RequestValidationError`` FastAPI raises, so they get the same 400 in OpenAI's shape.
 """

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible server as a backend: vLLM, Ollama, llama-server, hosted APIs.
 
 - The HTTP client is aiohttp: on this path it costs about a quarter of what httpx does per
-  request (``benchmarks/README.md``), and the gateway's overhead is mostly this call.
+  request (``benchmarks/README.md``); with httpx this call was the largest single part of the
+  gateway's overhead.
 - A connection that cannot be made is retried (``connect_retries``, with a short backoff).
   Nothing is retried once a request was sent, so a request never runs twice, and a stream is
   never restarted after a token.
