@@ -421,6 +421,24 @@ async def test_health_ready_metrics_openapi(client: AsyncClient) -> None:
     assert {"/v1/chat/completions", "/v1/embeddings", "/v1/models"} <= set(spec["paths"])
 
 
+async def test_openapi_documents_bodies_keys_and_errors_as_served(client: AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    body_ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body_ref == "#/components/schemas/ChatCompletionRequest"
+    assert "messages" in spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert chat["security"] == [{"APIKey": []}]
+    assert spec["components"]["securitySchemes"]["APIKey"]["scheme"] == "bearer"
+    error_ref = chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert error_ref == "#/components/schemas/Error"
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            assert "422" not in operation["responses"]  # this server answers 400, never 422
+    served = (await client.post("/v1/chat/completions", json={"model": LLM})).json()
+    required = spec["components"]["schemas"]["Error"]["properties"]["error"]["required"]
+    assert set(required) <= set(served["error"])
+
+
 async def test_unknown_route_and_method(client: AsyncClient) -> None:
     assert_openai_error(await client.get("/v1/nothing-here"), 404)
     assert_openai_error(await client.get("/v1/chat/completions"), 405)

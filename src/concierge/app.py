@@ -123,7 +123,8 @@ class Concierge:
 
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:
-                app.openapi_schema = body.add_schemas(FastAPI.openapi(app), openai.BODY_MODELS)
+                document = body.add_schemas(FastAPI.openapi(app), openai.BODY_MODELS)
+                app.openapi_schema = errors.document_errors(document)
             return app.openapi_schema
 
         app.openapi = document  # type: ignore[method-assign]

@@ -105,3 +105,41 @@ def install(app: FastAPI) -> None:
         return error_response(
             500, "The server had an error while processing your request.", "server_error"
         )
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Describe errors as this server sends them: a 400 in OpenAI's shape where FastAPI would
+    list its own 422, and on every operation that takes input."""
+    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    bad_request = {
+        "description": "Invalid request",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            takes_input = "requestBody" in operation or operation.get("parameters")
+            if responses.pop("422", None) is not None or takes_input:
+                responses["400"] = bad_request
+    schemas = document["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
