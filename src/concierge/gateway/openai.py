@@ -12,7 +12,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,8 @@ from starlette.responses import Response
 from concierge.errors import ConciergeError, InvalidRequest, ModelNotFound
 from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
-from concierge.gateway.responses import JSON, SSE_DONE, sse_event, sse_response
+from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
+from concierge.gateway.responses import JSON, SSE_DONE, EventStream, sse_event
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from concierge.metering import Meter
 from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
@@ -35,46 +36,6 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 T = TypeVar("T")
 STARTED = int(time.time())
 CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in the ledger
-
-
-class ClientDisconnected(Exception):
-    pass
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; cancel it and raise ClientDisconnected if the client goes away first.
-
-    ``work`` runs in this task; a watcher task cancels this task when the client disconnects,
-    and the cancellation is taken back (``uncancel``) as asyncio.timeout does, so a
-    cancellation from elsewhere (server shutdown) still goes through.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    waiting, gone = True, False
-
-    def disconnected(watcher: asyncio.Future[None]) -> None:
-        nonlocal gone
-        # ``waiting``: a callback already scheduled when the work ended must not cancel later.
-        if waiting and not watcher.cancelled() and watcher.exception() is None:
-            gone = True
-            task.cancel()
-
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    watcher.add_done_callback(disconnected)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:
-            raise ClientDisconnected from None
-        raise
-    finally:
-        waiting = False
-        watcher.cancel()
 
 
 @dataclass
@@ -192,11 +153,11 @@ async def _generate(
         if body.stream:
             # Wait for the first event before answering: a failure up to here (unknown model,
             # context too long, upstream down) is a plain HTTP error, not a broken stream.
-            first = await until_disconnect(request, first_batch())
-            return sse_response(
+            first = await until_disconnect(request.receive, first_batch())
+            return EventStream(
                 _stream(meter, batches, first, reply, ident, body.include_usage, chat)
             )
-        await until_disconnect(request, whole())
+        await until_disconnect(request.receive, whole())
     except ClientDisconnected:
         await _close(batches)
         await meter.finish(CLIENT_CLOSED, reply.usage, model=reply.model)
@@ -251,7 +212,7 @@ async def _stream(
     ident: str,
     include_usage: bool,
     chat: bool,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE body: one chunk per event, in one write per batch of events."""
     created = int(time.time())
     base = {

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
 
 
 class JSON(Response):
@@ -23,11 +26,28 @@ def sse_event(data: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def sse_response(
-    events: AsyncIterator[bytes], headers: dict[str, str] | None = None
-) -> StreamingResponse:
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
-    )
+class EventStream(StreamingResponse):
+    """A Server-Sent Events response whose event generator stops when the client goes away.
+
+    Starlette's StreamingResponse watches for the disconnect with an anyio task group per
+    response on servers that speak ASGI before 2.4 (uvicorn among them); one watcher task does
+    the same here at a fraction of the cost, which matters on every streamed request.
+    """
+
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await until_disconnect(receive, self.stream_response(send))
+        except ClientDisconnected:
+            pass
+        finally:
+            await self.events.aclose()  # runs the generator's clean-up if it did not finish
