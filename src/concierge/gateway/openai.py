@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -222,7 +223,10 @@ async def _stream(
         "model": reply.model,
         "system_fingerprint": None,
     }
-    extra = {"usage": None} if include_usage else {}
+    # Every chunk is ``{**base, "choices": [choice], "usage": null?}``: the fixed parts are
+    # encoded once, and each event encodes only its choice.
+    head = b"data: " + orjson.dumps(base)[:-1] + b',"choices":['
+    tail = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
 
     def chunk(payload: dict[str, Any], finish: str | None = None) -> bytes:
         if chat:
@@ -234,7 +238,7 @@ async def _stream(
                 "logprobs": None,
                 "finish_reason": finish,
             }
-        return sse_event({**base, "choices": [choice], **extra})
+        return head + orjson.dumps(choice) + tail
 
     def encode(event: Event) -> bytes:
         reply.add(event)
@@ -260,10 +264,10 @@ async def _stream(
         yield opening + b"".join(map(encode, first))
         async for _model, batch in batches:
             yield b"".join(map(encode, batch))
-        tail = [SSE_DONE]
+        closing = [SSE_DONE]
         if include_usage:
-            tail.insert(0, sse_event({**base, "choices": [], "usage": reply.usage.to_dict()}))
-        yield b"".join(tail)
+            closing.insert(0, sse_event({**base, "choices": [], "usage": reply.usage.to_dict()}))
+        yield b"".join(closing)
     except ConciergeError as exc:
         status = exc.status
         yield sse_event(exc.to_dict())

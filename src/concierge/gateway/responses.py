@@ -44,6 +44,18 @@ class EventStream(StreamingResponse):
         )
         self.events = events
 
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        ended = False
+        async for chunk in self.events:
+            # ``data: [DONE]`` ends an OpenAI stream: end the HTTP body with it, in one write.
+            ended = chunk.endswith(SSE_DONE)
+            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await until_disconnect(receive, self.stream_response(send))
