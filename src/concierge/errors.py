@@ -8,7 +8,10 @@ client: an unexpected exception becomes a 500 with a generic message and is logg
     ConciergeError                      500  server_error
     ├── ConfigError                          (start-up only: a bad setting; never an HTTP reply)
     ├── InvalidRequest                  400  invalid_request_error
-    │   └── ContextLengthExceeded       400  invalid_request_error / context_length_exceeded
+    │   ├── ContextLengthExceeded       400  invalid_request_error / context_length_exceeded
+    │   └── InvalidDocument             400  invalid_request_error / invalid_document
+    │       ├── UnsupportedDocumentType 415  invalid_request_error / unsupported_document_type
+    │       └── DocumentTooLarge        413  invalid_request_error / document_too_large
     ├── AuthenticationFailed            401  authentication_error / invalid_api_key
     ├── PermissionDenied                403  permission_error
     ├── NotFound                        404  not_found_error
@@ -70,6 +73,22 @@ class InvalidRequest(ConciergeError):
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class InvalidDocument(InvalidRequest):
+    """A document that cannot be ingested (corrupt, empty, not UTF-8, ...)."""
+
+    code = "invalid_document"
+
+
+class UnsupportedDocumentType(InvalidDocument):
+    status = 415
+    code = "unsupported_document_type"
+
+
+class DocumentTooLarge(InvalidDocument):
+    status = 413
+    code = "document_too_large"
 
 
 class AuthenticationFailed(ConciergeError):

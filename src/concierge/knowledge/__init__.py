@@ -1,0 +1,1 @@
+"""Knowledge bases: parsing, chunking, embedding and the hybrid index behind retrieval."""
