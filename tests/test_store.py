@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DatabaseError
 
@@ -44,6 +46,64 @@ EXPECTED = {
         "error_code",
         "detail",
     },
+    "knowledge_bases": {
+        "id",
+        "org_id",
+        "name",
+        "description",
+        "embedding_model",
+        "chunk_tokens",
+        "chunk_overlap",
+        "version",
+        "created_at",
+    },
+    "documents": {
+        "id",
+        "kb_id",
+        "org_id",
+        "external_id",
+        "title",
+        "source",
+        "content_type",
+        "format",
+        "content_hash",
+        "size_bytes",
+        "original",
+        "text",
+        "metadata",
+        "status",
+        "error",
+        "chunk_count",
+        "job_id",
+        "created_at",
+        "updated_at",
+    },
+    "chunks": {
+        "id",
+        "document_id",
+        "kb_id",
+        "org_id",
+        "position",
+        "text",
+        "headings",
+        "page_start",
+        "page_end",
+        "tokens",
+        "embedding",
+    },
+    "ingestion_jobs": {
+        "id",
+        "kb_id",
+        "org_id",
+        "status",
+        "total",
+        "done",
+        "failed",
+        "skipped",
+        "errors",
+        "created_at",
+        "finished_at",
+    },
 }
 
 
@@ -74,6 +134,9 @@ def test_upgrade_from_empty_downgrade_and_again(empty_url: str) -> None:
     assert columns(db) == {}
     migrate.upgrade(db)  # and back up: downgrade left nothing behind
     assert columns(db) == EXPECTED
+    with db.engine.connect() as conn:  # and the migrations build exactly what tables.py says
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []
     db.close()
 
 

@@ -2,12 +2,14 @@
 
 Each table belongs to one module, which is the only one that reads or writes it:
 organizations -> ``concierge.orgs``; api_keys -> ``concierge.keys``;
-usage_records -> ``concierge.metering.ledger``.
+usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chunks and
+ingestion_jobs -> ``concierge.knowledge``.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -15,10 +17,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Stable constraint names, so migrations can refer to them on every backend.
@@ -80,3 +84,82 @@ usage_records = Table(
 )
 Index("ix_usage_key_time", usage_records.c.api_key_id, usage_records.c.created_at)
 Index("ix_usage_org_time", usage_records.c.org_id, usage_records.c.created_at)
+
+knowledge_bases = Table(
+    "knowledge_bases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("embedding_model", String(200), nullable=False),
+    Column("chunk_tokens", Integer, nullable=False),
+    Column("chunk_overlap", Integer, nullable=False),
+    # Bumped by every change to its chunks: search caches compare it to know they are current.
+    Column("version", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "name", name="uq_knowledge_bases_org_id_name"),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kb_id", Integer, ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Integer, nullable=False),
+    # The caller's own id (a BEIR '_id', a path, a URL); unique in its knowledge base.
+    Column("external_id", String(500), nullable=False),
+    Column("title", Text, nullable=True),
+    Column("source", Text, nullable=True),
+    Column("content_type", String(200), nullable=True),
+    Column("format", String(20), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("original", LargeBinary, nullable=True),
+    Column("text", Text, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    # pending (stored, not yet searchable) -> ready; failed with error
+    Column("status", String(20), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("chunk_count", Integer, nullable=False, default=0),
+    Column("job_id", BigInteger, nullable=True),  # the ingestion job that last touched it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kb_id", "external_id", name="uq_documents_kb_id_external_id"),
+    Index("ix_documents_kb_id_status", "kb_id", "status"),
+    Index("ix_documents_job_id", "job_id"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("document_id", BigId, ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("kb_id", Integer, nullable=False),
+    Column("org_id", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("headings", JSON, nullable=False),
+    Column("page_start", Integer, nullable=True),
+    Column("page_end", Integer, nullable=True),
+    Column("tokens", Integer, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),  # float32, little-endian, L2-normalised
+    Index("ix_chunks_kb_id", "kb_id"),
+    Index("ix_chunks_document_id", "document_id"),
+)
+
+ingestion_jobs = Table(
+    "ingestion_jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kb_id", Integer, ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # queued | running | done | failed
+    Column("total", Integer, nullable=False, default=0),
+    Column("done", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("errors", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
