@@ -38,4 +38,8 @@ def test_no_server_errors(live_server: LiveServer) -> None:
                 headers={"Authorization": f"Bearer {ADMIN_KEY}"}, checks=[not_a_server_error]
             )
 
-        check()
+        try:
+            check()
+        except BaseException as exc:  # say what the server logged, to diagnose a rare failure
+            log = live_server.log.read_text()[-4000:]
+            raise AssertionError(f"{operation.label} failed; server log:\n{log}") from exc

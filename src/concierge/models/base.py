@@ -205,5 +205,10 @@ class EmbeddingModel(ABC):
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         """Embed ``texts`` in order."""
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is for this model, to size chunks (thread-safe). This
+        default estimates from words; models with a tokenizer count exactly."""
+        return (len(text.split()) * 4 + 2) // 3
+
     async def aclose(self) -> None:
         """Release resources at shutdown."""

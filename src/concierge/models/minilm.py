@@ -186,6 +186,7 @@ class MiniLMEmbeddings(EmbeddingModel):
         self._model_dir = model_dir
         self.batch_size = batch_size
         self._encoder: BertEncoder | None = None
+        self._counter: Tokenizer | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
 
     def load(self) -> None:
@@ -197,6 +198,15 @@ class MiniLMEmbeddings(EmbeddingModel):
     @property
     def loaded(self) -> bool:
         return self._encoder is not None
+
+    def count_tokens(self, text: str) -> int:
+        if self._counter is None:  # its own tokenizer: the encoder's truncates
+            path = self._model_dir() if callable(self._model_dir) else self._model_dir
+            counter = Tokenizer.from_file(str(path / "tokenizer.json"))
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def _encode(self, texts: Sequence[str]) -> tuple[F32, int]:
         self.load()

@@ -1,0 +1,438 @@
+"""Ingestion: documents in, searchable chunks out, in two resumable steps.
+
+1. **Stage.** Each source is parsed (in a worker thread) and stored with its original bytes,
+   extracted text, metadata and SHA-256 as a *pending* document, in batches. An unchanged
+   document (same hash, already ready) is skipped; a changed one is updated in place and stays
+   searchable in its old form until step 2 replaces it. A source that cannot be parsed is an
+   error of its own job and stops nothing else.
+2. **Process.** Pending documents are taken in batches: chunked, embedded, and then written in
+   one transaction per batch that replaces each document's chunks and marks it ready.
+
+Everything between the two steps is in the database, so a process killed at any moment
+(``kill -9`` included) leaves no half-written document: on the next run, :meth:`process`
+picks up the pending ones and the result is the same as an uninterrupted run, with no chunk
+missing or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, func, insert, select, update
+
+from concierge.errors import InvalidDocument, NotFound
+from concierge.knowledge import bases
+from concierge.knowledge.bases import KnowledgeBase
+from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
+from concierge.knowledge.parsers import CorpusRecord, ParsedDocument, parse, parse_record
+from concierge.models.base import EmbeddingModel
+from concierge.store import Database
+from concierge.store.tables import chunks, documents, ingestion_jobs
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[["JobStatus"], None]
+
+
+@dataclass
+class Source:
+    """One document to ingest: a file's bytes, or a JSON Lines record, or an error already
+    found (a bad line of a corpus file), reported against ``external_id``."""
+
+    external_id: str
+    data: bytes | None = None
+    record: CorpusRecord | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: InvalidDocument | None = None
+
+
+@dataclass
+class JobStatus:
+    id: int
+    kb_id: int
+    status: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    errors: list[dict[str, str]]
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.done - self.failed - self.skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "ingestion_job",
+            "knowledge_base_id": self.kb_id,
+            "status": self.status,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "pending": self.pending,
+            "errors": self.errors,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+@dataclass
+class _Parsed:
+    source: Source
+    doc: ParsedDocument | None
+    error: InvalidDocument | None
+    content_hash: str
+    size: int
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _job(row: Any) -> JobStatus:
+    created = _utc(row.created_at)
+    assert created is not None
+    return JobStatus(
+        row.id,
+        row.kb_id,
+        row.status,
+        row.total,
+        row.done,
+        row.failed,
+        row.skipped,
+        list(row.errors or []),
+        created,
+        _utc(row.finished_at),
+    )
+
+
+def get_job(conn: Connection, org_id: int, job_id: int) -> JobStatus:
+    row = conn.execute(
+        select(ingestion_jobs).where(
+            ingestion_jobs.c.id == job_id, ingestion_jobs.c.org_id == org_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"ingestion job {job_id} not found", param="job")
+    return _job(row)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        db: Database,
+        embedder: EmbeddingModel,
+        *,
+        count_tokens: TokenCounter,
+        max_bytes: int | None = None,
+        batch_documents: int = 32,
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.count_tokens = count_tokens
+        self.max_bytes = max_bytes
+        self.batch_documents = batch_documents
+
+    # -- the whole thing -------------------------------------------------------------------
+
+    async def ingest(
+        self, kb: KnowledgeBase, sources: Iterable[Source], progress: Progress | None = None
+    ) -> JobStatus:
+        items = list(sources)
+        job_id = await self.db.write(lambda conn: self._create_job(conn, kb, len(items)))
+        await self.stage(kb, job_id, items, progress)
+        await self.process(kb, progress)
+        return await self.db.read(lambda conn: get_job(conn, kb.org_id, job_id))
+
+    # -- step 1: parse and store -----------------------------------------------------------
+
+    def _create_job(self, conn: Connection, kb: KnowledgeBase, total: int) -> int:
+        values = {
+            "kb_id": kb.id,
+            "org_id": kb.org_id,
+            "status": "running",
+            "total": total,
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "errors": [],
+            "created_at": datetime.now(UTC),
+        }
+        key = conn.execute(insert(ingestion_jobs).values(values)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    async def stage(
+        self,
+        kb: KnowledgeBase,
+        job_id: int,
+        sources: Sequence[Source],
+        progress: Progress | None = None,
+    ) -> None:
+        iterator = iter(sources)
+        while batch := list(islice(iterator, 64)):
+            parsed = await asyncio.to_thread(lambda b=batch: [self._parse(s) for s in b])  # type: ignore[misc]
+            status = await self.db.write(
+                lambda conn, p=parsed: self._store(conn, kb, job_id, p)  # type: ignore[misc]
+            )
+            if progress:
+                progress(status)
+
+    def _parse(self, source: Source) -> _Parsed:
+        raw = source.data
+        if raw is None and source.record is not None:
+            raw = (source.record.title or "").encode() + b"\n" + source.record.text.encode()
+        digest = hashlib.sha256(raw or b"").hexdigest()
+        size = len(raw or b"")
+        if source.error is not None:
+            return _Parsed(source, None, source.error, digest, size)
+        try:
+            if source.record is not None:
+                doc = parse_record(source.record)
+            else:
+                doc = parse(
+                    source.data or b"",
+                    source.filename,
+                    source.content_type,
+                    max_bytes=self.max_bytes,
+                )
+        except InvalidDocument as exc:
+            return _Parsed(source, None, exc, digest, size)
+        return _Parsed(source, doc, None, digest, size)
+
+    def _store(
+        self, conn: Connection, kb: KnowledgeBase, job_id: int, batch: list[_Parsed]
+    ) -> JobStatus:
+        ids = [p.source.external_id for p in batch if p.doc is not None]
+        existing = {
+            row.external_id: row
+            for row in conn.execute(
+                select(
+                    documents.c.id,
+                    documents.c.external_id,
+                    documents.c.content_hash,
+                    documents.c.status,
+                ).where(documents.c.kb_id == kb.id, documents.c.external_id.in_(ids))
+            )
+        }
+        now = datetime.now(UTC)
+        failed, skipped = 0, 0
+        errors: list[dict[str, str]] = []
+        for item in batch:
+            if item.doc is None:
+                failed += 1
+                assert item.error is not None
+                errors.append({"document": item.source.external_id, "error": item.error.message})
+                continue
+            doc, source = item.doc, item.source
+            old = existing.get(source.external_id)
+            if old is not None and old.content_hash == item.content_hash and old.status == "ready":
+                skipped += 1
+                continue
+            values = {
+                "title": doc.title,
+                "source": source.source or source.filename,
+                "content_type": source.content_type,
+                "format": doc.format,
+                "content_hash": item.content_hash,
+                "size_bytes": item.size,
+                "original": source.data,
+                "text": doc.text,
+                "metadata": {**doc.metadata, **source.metadata},
+                "status": "pending",
+                "error": None,
+                "job_id": job_id,
+                "updated_at": now,
+            }
+            if old is None:
+                conn.execute(
+                    insert(documents).values(
+                        kb_id=kb.id,
+                        org_id=kb.org_id,
+                        external_id=source.external_id,
+                        chunk_count=0,
+                        created_at=now,
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(update(documents).where(documents.c.id == old.id).values(**values))
+        job = conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+        conn.execute(
+            update(ingestion_jobs)
+            .where(ingestion_jobs.c.id == job_id)
+            .values(
+                failed=job.failed + failed,
+                skipped=job.skipped + skipped,
+                errors=[*(job.errors or []), *errors],
+            )
+        )
+        return _job(conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one())
+
+    # -- step 2: chunk, embed, index -------------------------------------------------------
+
+    async def process(self, kb: KnowledgeBase, progress: Progress | None = None) -> int:
+        """Make every pending document of ``kb`` searchable; returns how many were."""
+        total = 0
+        while True:
+            rows = await self.db.read(lambda conn: self._pending(conn, kb))
+            if not rows:
+                break
+            prepared = await asyncio.to_thread(lambda r=rows: [self._chunk(kb, row) for row in r])  # type: ignore[misc]
+            texts = [text for _row, pieces, _err in prepared for _c, text in pieces]
+            vectors = (await self.embedder.embed(texts)).vectors if texts else np.zeros((0, 0))
+            statuses = await self.db.write(
+                lambda conn, p=prepared, v=vectors: self._index(conn, kb, p, v)  # type: ignore[misc]
+            )
+            total += len(rows)
+            if progress:
+                for status in statuses:
+                    progress(status)
+        await self.db.write(lambda conn: self._finish_jobs(conn, kb))
+        return total
+
+    def _pending(self, conn: Connection, kb: KnowledgeBase) -> list[Any]:
+        return list(
+            conn.execute(
+                select(
+                    documents.c.id,
+                    documents.c.external_id,
+                    documents.c.title,
+                    documents.c.text,
+                    documents.c.original,
+                    documents.c.source,
+                    documents.c.content_type,
+                    documents.c.job_id,
+                )
+                .where(documents.c.kb_id == kb.id, documents.c.status == "pending")
+                .order_by(documents.c.id)
+                .limit(self.batch_documents)
+            )
+        )
+
+    def _chunk(
+        self, kb: KnowledgeBase, row: Any
+    ) -> tuple[Any, list[tuple[Chunk, str]], str | None]:
+        """The row's chunks, each with the text to embed (title first, for context)."""
+        try:
+            if row.original is not None:
+                doc = parse(row.original, row.source, row.content_type)
+            else:
+                record = CorpusRecord(0, row.external_id, row.title, row.text, {})
+                doc = parse_record(record)
+        except InvalidDocument as exc:  # it parsed when staged; a parser change could break it
+            return row, [], exc.message
+        pieces = chunk_document(
+            doc,
+            max_tokens=kb.chunk_tokens,
+            overlap_tokens=kb.chunk_overlap,
+            count=self.count_tokens,
+        )
+        title = (row.title or "").strip()
+        return row, [(c, f"{title}\n{c.text}" if title else c.text) for c in pieces], None
+
+    def _index(
+        self,
+        conn: Connection,
+        kb: KnowledgeBase,
+        prepared: list[tuple[Any, list[tuple[Chunk, str]], str | None]],
+        vectors: np.ndarray[Any, Any],
+    ) -> list[JobStatus]:
+        now = datetime.now(UTC)
+        offset = 0
+        done: dict[int, int] = {}
+        failed: dict[int, list[dict[str, str]]] = {}
+        for row, pieces, error in prepared:
+            conn.execute(chunks.delete().where(chunks.c.document_id == row.id))
+            if error is not None:
+                conn.execute(
+                    update(documents)
+                    .where(documents.c.id == row.id)
+                    .values(status="failed", error=error, chunk_count=0, updated_at=now)
+                )
+                if row.job_id is not None:
+                    failed.setdefault(row.job_id, []).append(
+                        {"document": row.external_id, "error": error}
+                    )
+                continue
+            rows = []
+            for chunk, _text in pieces:
+                vector = np.ascontiguousarray(vectors[offset], dtype="<f4")
+                offset += 1
+                rows.append(
+                    {
+                        "document_id": row.id,
+                        "kb_id": kb.id,
+                        "org_id": kb.org_id,
+                        "position": chunk.index,
+                        "text": chunk.text,
+                        "headings": list(chunk.headings),
+                        "page_start": chunk.page_start,
+                        "page_end": chunk.page_end,
+                        "tokens": chunk.tokens,
+                        "embedding": vector.tobytes(),
+                    }
+                )
+            if rows:
+                conn.execute(insert(chunks), rows)
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == row.id)
+                .values(status="ready", chunk_count=len(rows), updated_at=now)
+            )
+            if row.job_id is not None:
+                done[row.job_id] = done.get(row.job_id, 0) + 1
+        bases.bump_version(conn, kb.id)
+        statuses = []
+        for job_id in sorted(set(done) | set(failed)):
+            job = conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+            conn.execute(
+                update(ingestion_jobs)
+                .where(ingestion_jobs.c.id == job_id)
+                .values(
+                    done=job.done + done.get(job_id, 0),
+                    failed=job.failed + len(failed.get(job_id, [])),
+                    errors=[*(job.errors or []), *failed.get(job_id, [])],
+                )
+            )
+            statuses.append(
+                _job(
+                    conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+                )
+            )
+        return statuses
+
+    def _finish_jobs(self, conn: Connection, kb: KnowledgeBase) -> None:
+        """Mark done the running jobs of ``kb`` that have nothing pending left."""
+        pending = (
+            select(func.count())
+            .select_from(documents)
+            .where(documents.c.job_id == ingestion_jobs.c.id, documents.c.status == "pending")
+            .scalar_subquery()
+        )
+        conn.execute(
+            update(ingestion_jobs)
+            .where(
+                ingestion_jobs.c.kb_id == kb.id,
+                ingestion_jobs.c.status == "running",
+                pending == 0,
+            )
+            .values(status="done", finished_at=datetime.now(UTC))
+        )
