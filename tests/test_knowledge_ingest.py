@@ -305,3 +305,61 @@ async def test_killed_mid_ingestion_resumes_with_no_missing_or_doubled_chunk(
         next(r.embedding for r in rows if r.document_id == docs["doc5"].id), "<f4"
     )
     assert float(stored @ expected.vectors[0]) > 0.9999
+
+
+# -- search ----------------------------------------------------------------------------------
+
+FACTS = {
+    "refunds": ("Refunds", "Refunds are paid to the original card within five working days."),
+    "shipping": ("Shipping", "Parcels ship from our Berlin warehouse by courier."),
+    "hours": ("Opening hours", "The shop opens at nine and closes at six on weekdays."),
+    "returns": ("Returns", "Unused items can be sent back within thirty days for money back."),
+}
+
+
+async def test_search_modes_filters_freshness_and_isolation(
+    db: Database,
+    kb: KnowledgeBase,
+    ingestor: Ingestor,
+    registry: ModelRegistry,
+    org_ids: tuple[int, int],
+) -> None:
+    from concierge.knowledge.ingest import delete_document
+    from concierge.knowledge.search import SearchIndex
+
+    sources = [
+        Source(key, f"# {title}\n\n{text}".encode(), filename=f"{key}.md", metadata={"topic": key})
+        for key, (title, text) in FACTS.items()
+    ]
+    await ingestor.ingest(kb, sources)
+    index = SearchIndex(db)
+    embedder = registry.embedder(EMBEDDER)
+
+    async def top(query: str, mode: str = "hybrid", **kw: Any) -> list[str]:
+        hits = await index.search(kb.org_id, kb.id, query, embedder, mode=mode, **kw)  # type: ignore[arg-type]
+        return [h.external_id for h in hits]
+
+    assert (await top("warehouse courier", "bm25"))[0] == "shipping"
+    assert (await top("when do you open in the morning?", "vector"))[0] == "hours"
+    assert (await top("how do I get my money back", "hybrid"))[0] in {"refunds", "returns"}
+    assert (await top("money back", "convex", alpha=0.3))[0] in {"refunds", "returns"}
+    assert await top("money back", filters={"topic": "hours"}) == ["hours"]
+    assert await top("zzzz qqqq", "bm25") == []  # no term matches: nothing, not noise
+    hits = await index.search(kb.org_id, kb.id, "courier", embedder, k=1)
+    assert hits[0].headings == ("Shipping",) and hits[0].location == "Shipping"
+    assert hits[0].title == "Shipping" and "Berlin" in hits[0].text
+
+    # Changes are seen at once: a new document, a deleted one.
+    await ingestor.ingest(kb, [Source("gift", b"Gift cards never expire.", filename="gift.txt")])
+    assert (await top("gift cards", "bm25"))[0] == "gift"
+    db.write_sync(lambda conn: delete_document(conn, kb, "shipping"))
+    assert "shipping" not in await top("warehouse courier")
+
+    # Another organisation cannot search it, whatever it knows of its id.
+    with pytest.raises(NotFound):
+        await index.search(org_ids[1], kb.id, "refunds", embedder)
+    for bad in ({"k": 0}, {"mode": "fuzzy"}, {"alpha": 2.0}):
+        with pytest.raises(InvalidRequest):
+            await index.search(kb.org_id, kb.id, "x", embedder, **bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        await index.search(kb.org_id, kb.id, "   ", embedder)

@@ -436,3 +436,17 @@ class Ingestor:
             )
             .values(status="done", finished_at=datetime.now(UTC))
         )
+
+
+def delete_document(conn: Connection, kb: KnowledgeBase, ref: int | str) -> None:
+    """Delete a document (by id or external id) and its chunks; it leaves search at once."""
+    query = select(documents.c.id).where(documents.c.kb_id == kb.id)
+    if isinstance(ref, int):
+        query = query.where(documents.c.id == ref)
+    else:
+        query = query.where(documents.c.external_id == ref)
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise NotFound(f"document '{ref}' not found", param="document")
+    conn.execute(documents.delete().where(documents.c.id == row.id))
+    bases.bump_version(conn, kb.id)
