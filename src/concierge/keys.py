@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from concierge import orgs
 from concierge.errors import InvalidRequest, NotFound
+from concierge.store import aware
 from concierge.store.tables import api_keys, organizations
 
 KEY_PREFIX = "sk-cc-"
@@ -79,15 +80,8 @@ def generate_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _row(row: Any) -> ApiKey:
-    created = _aware(row.created_at)
-    assert created is not None
+    created = aware(row.created_at)
     return ApiKey(
         id=row.id,
         org_id=row.org_id,
@@ -99,7 +93,7 @@ def _row(row: Any) -> ApiKey:
             row.requests_per_minute, row.tokens_per_minute, row.tokens_per_day, row.tokens_per_month
         ),
         created_at=created,
-        revoked_at=_aware(row.revoked_at),
+        revoked_at=aware(row.revoked_at),
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.store import aware
 from concierge.store.tables import organizations
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -34,10 +35,7 @@ class Organization:
 
 
 def _row(row: Any) -> Organization:
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite returns naive datetimes
-        created = created.replace(tzinfo=UTC)
-    return Organization(row.id, row.slug, row.name, created)
+    return Organization(row.id, row.slug, row.name, aware(row.created_at))
 
 
 def validate_slug(slug: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.store import aware
 from concierge.store.tables import knowledge_bases
 
 
@@ -43,9 +44,6 @@ class KnowledgeBase:
 
 
 def _row(row: Any) -> KnowledgeBase:
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite returns naive datetimes
-        created = created.replace(tzinfo=UTC)
     return KnowledgeBase(
         row.id,
         row.org_id,
@@ -55,7 +53,7 @@ def _row(row: Any) -> KnowledgeBase:
         row.chunk_tokens,
         row.chunk_overlap,
         row.version,
-        created,
+        aware(row.created_at),
     )
 
 

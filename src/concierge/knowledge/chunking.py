@@ -39,18 +39,18 @@ class Chunk:
 
     @property
     def location(self) -> str | None:
-        """Where in the document, for a citation: 'p. 3', 'Setup > Linux', 'p. 3-4 · Setup'."""
-        parts = []
-        if self.page_start is not None:
-            pages = (
-                str(self.page_start)
-                if self.page_end in (None, self.page_start)
-                else f"{self.page_start}-{self.page_end}"
-            )
-            parts.append(f"p. {pages}")
-        if self.headings:
-            parts.append(" > ".join(self.headings))
-        return " · ".join(parts) or None
+        return cite(self.page_start, self.page_end, self.headings)
+
+
+def cite(page_start: int | None, page_end: int | None, headings: Sequence[str]) -> str | None:
+    """Where in a document, for a citation: 'p. 3', 'Setup > Linux', 'p. 3-4 · Setup'."""
+    parts = []
+    if page_start is not None:
+        same = page_end in (None, page_start)
+        parts.append(f"p. {page_start}" + ("" if same else f"-{page_end}"))
+    if headings:
+        parts.append(" > ".join(headings))
+    return " · ".join(parts) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
 from concierge.knowledge.parsers import CorpusRecord, ParsedDocument, parse, parse_record
 from concierge.models.base import EmbeddingModel
-from concierge.store import Database
+from concierge.store import Database, aware
 from concierge.store.tables import chunks, documents, ingestion_jobs
 
 log = logging.getLogger(__name__)
@@ -100,15 +100,7 @@ class _Parsed:
     size: int
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _job(row: Any) -> JobStatus:
-    created = _utc(row.created_at)
-    assert created is not None
     return JobStatus(
         row.id,
         row.kb_id,
@@ -118,8 +110,8 @@ def _job(row: Any) -> JobStatus:
         row.failed,
         row.skipped,
         list(row.errors or []),
-        created,
-        _utc(row.finished_at),
+        aware(row.created_at),
+        aware(row.finished_at),
     )
 
 

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, select
 
 from concierge.errors import InvalidRequest, NotFound
+from concierge.knowledge.chunking import cite
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database
 from concierge.store.tables import chunks, documents, knowledge_bases
@@ -50,13 +51,7 @@ class Hit:
 
     @property
     def location(self) -> str | None:
-        parts = []
-        if self.page_start is not None:
-            same = self.page_end in (None, self.page_start)
-            parts.append(f"p. {self.page_start}" + ("" if same else f"-{self.page_end}"))
-        if self.headings:
-            parts.append(" > ".join(self.headings))
-        return " · ".join(parts) or None
+        return cite(self.page_start, self.page_end, self.headings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
