@@ -110,3 +110,34 @@ def test_chat_streams_in_the_terminal(cli) -> None:  # type: ignore[no-untyped-d
     assert "Chatting with gemma-3-270m" in result.stderr
     answer = result.stdout.replace("> ", "").strip()
     assert answer  # the model said something
+
+
+def test_kb_create_ingest_search_and_trec_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = tmp_path / "docs" / "sub"
+    docs.mkdir(parents=True)
+    (tmp_path / "docs" / "returns.md").write_text(
+        "# Returns\n\n## Refunds\n\nRefunds within 30 days.\n"
+    )
+    (docs / "ship.txt").write_text("We ship worldwide within five days.")
+    (tmp_path / "docs" / "corpus.jsonl").write_text(
+        '{"_id": "1", "title": "Aspirin", "text": "Aspirin lowers stroke risk."}\n'
+        '{"title": "no id"}\n'
+        '{"_id": "2", "text": "Vitamin D supports bones."}\n'
+    )
+    (tmp_path / "q.jsonl").write_text(
+        '{"_id": "q1", "text": "aspirin"}\n{"_id": "q2", "text": "bones"}\n'
+    )
+    assert "created knowledge base" in cli("kb", "create", "Help", "--chunk-tokens", "64").stdout
+    first = cli("kb", "ingest", "--kb", "Help", "docs", ok=False)
+    assert first.returncode == 3  # one corpus line has no _id; everything else ingested
+    assert "4 ingested" in first.stdout and "corpus.jsonl:line 2" in first.stderr
+    again = cli("kb", "ingest", "--kb", "Help", "docs/*.md")
+    assert "1 unchanged" in again.stdout
+    hits = json.loads(cli("kb", "search", "--kb", "Help", "refund window", "--json").stdout)
+    assert hits[0]["external_id"] == "returns.md" and hits[0]["location"] == "Returns > Refunds"
+    run = cli("kb", "search", "--kb", "Help", "--queries", "q.jsonl", "--k", "2").stdout
+    lines = [line.split() for line in run.splitlines()]
+    assert lines[0][:4] == ["q1", "Q0", "1", "1"] and lines[0][5] == "concierge"
+    assert [line[0] for line in lines].count("q2") == 2
+    missing = cli("kb", "search", "--kb", "Nope", "x", ok=False)
+    assert missing.returncode == 2 and "not found" in missing.stderr

@@ -125,7 +125,10 @@ async def test_ingest_stores_chunks_embeddings_and_a_job(
     assert [e["document"] for e in job.errors] == ["bad.pdf", "empty.txt"]
     assert "not a readable PDF" in job.errors[0]["error"] and seen[-1] == 2
     docs = doc_rows(db, kb.id)
-    assert set(docs) == {"returns.md", "hours.txt"}  # the bad ones were never stored
+    assert set(docs) == {"returns.md", "hours.txt", "bad.pdf", "empty.txt"}
+    # The bad ones are recorded as failed, with their error and nothing to search.
+    assert (docs["bad.pdf"].status, docs["bad.pdf"].chunk_count) == ("failed", 0)
+    assert "not a readable PDF" in docs["bad.pdf"].error
     assert docs["returns.md"].status == "ready" and docs["returns.md"].format == "markdown"
     assert docs["returns.md"].original.startswith(b"# Returns")
     rows = chunk_rows(db, kb.id)
@@ -324,7 +327,7 @@ async def test_search_modes_filters_freshness_and_isolation(
     registry: ModelRegistry,
     org_ids: tuple[int, int],
 ) -> None:
-    from concierge.knowledge.ingest import delete_document
+    from concierge.knowledge.documents import delete as delete_document
     from concierge.knowledge.search import SearchIndex
 
     sources = [

@@ -56,6 +56,7 @@ EXPECTED = {
         "chunk_overlap",
         "version",
         "created_at",
+        "metadata",
     },
     "documents": {
         "id",
@@ -103,6 +104,17 @@ EXPECTED = {
         "errors",
         "created_at",
         "finished_at",
+    },
+    "files": {
+        "id",
+        "public_id",
+        "org_id",
+        "filename",
+        "purpose",
+        "content_type",
+        "bytes",
+        "content",
+        "created_at",
     },
 }
 

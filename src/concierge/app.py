@@ -19,9 +19,10 @@ from fastapi import FastAPI
 
 from concierge import __version__, keys
 from concierge.config import Settings
-from concierge.gateway import admin, body, errors, health, openai
+from concierge.gateway import admin, body, errors, health, knowledge, openai, vector_stores
 from concierge.gateway.auth import KeyCache
-from concierge.gateway.limits import BodySizeLimit
+from concierge.gateway.limits import BodySizeLimit, RefuseNul
+from concierge.knowledge.service import Knowledge
 from concierge.metering import Metering
 from concierge.metering.ledger import UsageLedger, tokens_since
 from concierge.metering.limits import Limiter, MemoryLimiter, RedisLimiter
@@ -60,6 +61,7 @@ class Concierge:
         )
         self.metering = Metering(self.ledger, self.limiter, self.metrics)
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
+        self.knowledge = Knowledge(self.db, self.registry, settings)
         self._warmups: list[asyncio.Future[Any]] = []
 
     async def _usage_since(self, api_key_id: int, since: Any) -> int:
@@ -76,6 +78,9 @@ class Concierge:
         if created is not None and not self.settings.admin_key:
             announce_admin_key(created.secret)
         await self.ledger.start()
+        resumed = await self.knowledge.resume()
+        if resumed:
+            log.info("resuming ingestion in %d knowledge base(s)", resumed)
         if self.preload_models:
             loop = asyncio.get_running_loop()
             for backend in [
@@ -87,6 +92,7 @@ class Concierge:
                     self._warmups.append(loop.run_in_executor(None, load))
 
     async def shutdown(self) -> None:
+        await self.knowledge.close()
         for warmup in self._warmups:
             if not warmup.done():
                 await asyncio.wait([warmup], timeout=30)
@@ -117,13 +123,22 @@ class Concierge:
         app.state.concierge = self
         errors.install(app)
         app.include_router(openai.router)
+        app.include_router(knowledge.router)
+        app.include_router(vector_stores.router)
         app.include_router(admin.router)
         app.include_router(health.router)
-        app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
+        app.add_middleware(
+            BodySizeLimit,
+            max_bytes=self.settings.max_body_bytes,
+            max_upload_bytes=self.settings.max_upload_bytes,
+        )
+        app.add_middleware(RefuseNul)
 
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:
-                document = body.add_schemas(FastAPI.openapi(app), openai.BODY_MODELS)
+                document = body.add_schemas(
+                    FastAPI.openapi(app), [*openai.BODY_MODELS, *knowledge.BODY_MODELS]
+                )
                 app.openapi_schema = errors.document_errors(document)
             return app.openapi_schema
 

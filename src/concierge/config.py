@@ -124,6 +124,36 @@ class Settings(BaseModel):
     embedding_max_inputs: int = Field(
         2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
     )
+    knowledge_embedding_model: str | None = Field(
+        None, description="Embedding model of new knowledge bases; default the embedded one."
+    )
+    knowledge_chunk_tokens: int = Field(
+        200, ge=32, le=8192, description="Default chunk size of new knowledge bases, in tokens."
+    )
+    knowledge_chunk_overlap: int = Field(
+        30, ge=0, le=4000, description="Default overlap between chunks, in tokens."
+    )
+    knowledge_max_document_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest document accepted for ingestion, in bytes."
+    )
+    knowledge_batch_documents: int = Field(
+        32, ge=1, le=10000, description="Documents chunked, embedded and written per transaction."
+    )
+    knowledge_convex_alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of BM25 in convex-combination search (mode=convex)."
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload body (files, documents) accepted, in bytes.",
+    )
+    fetch_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Time limit for fetching a document from a URL."
+    )
+    fetch_private_networks: bool = Field(
+        False,
+        description="Let the URL fetcher reach loopback and private addresses (intranet sources).",
+    )
     upstreams: list[UpstreamConfig] = Field(
         default_factory=list, description="OpenAI-compatible upstreams (TOML [[upstreams]])."
     )

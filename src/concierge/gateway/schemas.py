@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from concierge.errors import InvalidRequest
 from concierge.models.base import (
@@ -17,29 +17,27 @@ from concierge.models.base import (
 from concierge.orgs import SLUG_PATTERN
 
 
-def _check_unicode(value: Any) -> None:
+def check_text(value: Any) -> None:
+    """Every string in a request body, keys included, must be storable: valid Unicode and no
+    NUL character (PostgreSQL text cannot hold one)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("text contains invalid Unicode (a lone surrogate)") from None
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_unicode(k)
-            _check_unicode(v)
+            check_text(k)
+            check_text(v)
     elif isinstance(value, list):
         for item in value:
-            _check_unicode(item)
+            check_text(item)
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-# A name that is stored, logged or echoed back: printable in any database and any log.
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+# A name that is stored, logged or echoed back (``_Strict`` refuses NUL and lone surrogates).
+Name = Annotated[str, Field(min_length=1, max_length=200)]
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN.pattern)]
 
 
@@ -49,7 +47,7 @@ class _Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        _check_unicode(data)
+        check_text(data)
         return data
 
 
@@ -182,7 +180,7 @@ class _Sampling(_Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: Annotated[str, AfterValidator(_no_nul), Field(max_length=256)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
     logit_bias: dict[str, float] | None = None
 
     def _stops(self) -> list[str]:
@@ -302,7 +300,7 @@ class EmbeddingRequest(_Strict):
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
-    user: Annotated[str, AfterValidator(_no_nul), Field(max_length=256)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
 
     @property
     def texts(self) -> list[str]:
@@ -322,3 +320,147 @@ class KeyIn(_Strict):
     tokens_per_minute: int | None = Field(None, ge=1, le=10**12)
     tokens_per_day: int | None = Field(None, ge=1, le=10**15)
     tokens_per_month: int | None = Field(None, ge=1, le=10**15)
+
+
+# -- knowledge bases ------------------------------------------------------------------------
+
+Metadata = dict[str, Annotated[str, Field(max_length=2000)] | int | float | bool]
+SearchMode = Literal["bm25", "vector", "hybrid", "convex"]
+
+
+class KnowledgeBaseIn(_Strict):
+    name: Name
+    description: Annotated[str, Field(max_length=4000)] | None = None
+    embedding_model: Name | None = Field(
+        None, description="An embedding model from GET /v1/models; default the server's."
+    )
+    chunk_tokens: int | None = Field(None, ge=32, le=8192)
+    chunk_overlap: int | None = Field(None, ge=0, le=4000)
+    metadata: Metadata | None = Field(None, max_length=64)
+
+
+class KnowledgeBaseUpdate(_Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=4000)] | None = None
+    metadata: Metadata | None = Field(None, max_length=64)
+
+
+class TextDocumentIn(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=500)]
+    text: Annotated[str, Field(max_length=50_000_000)]
+    title: Annotated[str, Field(max_length=2000)] | None = None
+    metadata: Metadata = Field(default_factory=dict, max_length=64)
+
+
+class UrlDocumentIn(_Strict):
+    url: Annotated[str, Field(min_length=1, max_length=4000)]
+    id: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    metadata: Metadata = Field(default_factory=dict, max_length=64)
+
+
+class DocumentsIn(_Strict):
+    """Documents given as text, or as URLs for the server to fetch (or both)."""
+
+    documents: list[TextDocumentIn] = Field(default_factory=list, max_length=10_000)
+    urls: list[UrlDocumentIn] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _something(self) -> DocumentsIn:
+        if not self.documents and not self.urls:
+            raise ValueError("give at least one document or URL")
+        ids = [d.id for d in self.documents] + [u.id or u.url for u in self.urls]
+        if len(set(ids)) != len(ids):
+            raise ValueError("document ids must be unique within one request")
+        return self
+
+
+class SearchIn(_Strict):
+    query: Annotated[str, Field(min_length=1, max_length=10_000)]
+    k: int = Field(10, ge=1, le=1000)
+    mode: SearchMode = "hybrid"
+    filters: dict[str, Any] | None = Field(
+        None,
+        description='Metadata filter: {"key": value, ...} (all must match), or OpenAI\'s '
+        "comparison and compound filters.",
+    )
+    alpha: float | None = Field(
+        None, ge=0, le=1, description="mode=convex: the weight of BM25 (default configured)."
+    )
+
+
+# -- OpenAI vector stores -------------------------------------------------------------------
+
+
+class StaticChunking(_Strict):
+    max_chunk_size_tokens: int = Field(ge=100, le=4096)
+    chunk_overlap_tokens: int = Field(ge=0)
+
+
+class ChunkingStrategy(_Strict):
+    type: Literal["auto", "static"]
+    static: StaticChunking | None = None
+
+
+class ExpiresAfter(_Strict):
+    anchor: Literal["last_active_at"]
+    days: int = Field(ge=1, le=365)
+
+
+VectorStoreMetadata = dict[
+    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]
+]
+Attributes = dict[
+    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)] | float | bool
+]
+
+
+class VectorStoreIn(_Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=4000)] | None = None
+    file_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=500
+    )
+    chunking_strategy: ChunkingStrategy | None = None
+    expires_after: ExpiresAfter | None = Field(
+        None, description="Accepted for compatibility; stores do not expire here."
+    )
+    metadata: VectorStoreMetadata | None = Field(None, max_length=16)
+
+
+class VectorStoreUpdate(_Strict):
+    name: Name | None = None
+    expires_after: ExpiresAfter | None = None
+    metadata: VectorStoreMetadata | None = Field(None, max_length=16)
+
+
+class VectorStoreFileIn(_Strict):
+    file_id: Annotated[str, Field(min_length=1, max_length=64)]
+    attributes: Attributes | None = Field(None, max_length=16)
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class VectorStoreFileBatchIn(_Strict):
+    file_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=500
+    )
+    attributes: Attributes | None = Field(None, max_length=16)
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class RankingOptions(_Strict):
+    ranker: Literal["auto", "default-2024-11-15", "none", "bm25", "vector", "hybrid"] = "auto"
+    score_threshold: float = Field(0.0, ge=0, le=1)
+
+
+class VectorStoreSearchIn(_Strict):
+    query: (
+        Annotated[str, Field(min_length=1, max_length=10_000)]
+        | Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=10_000)]],
+            Field(min_length=1, max_length=10),
+        ]
+    )
+    max_num_results: int = Field(10, ge=1, le=50)
+    filters: dict[str, Any] | None = None
+    ranking_options: RankingOptions | None = None
+    rewrite_query: bool = Field(False, description="Accepted; queries are not rewritten.")

@@ -29,6 +29,7 @@ class KnowledgeBase:
     chunk_overlap: int
     version: int
     created_at: datetime
+    metadata: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class KnowledgeBase:
             "embedding_model": self.embedding_model,
             "chunk_tokens": self.chunk_tokens,
             "chunk_overlap": self.chunk_overlap,
+            "metadata": self.metadata or {},
             "created_at": self.created_at.isoformat(),
         }
 
@@ -54,6 +56,7 @@ def _row(row: Any) -> KnowledgeBase:
         row.chunk_overlap,
         row.version,
         aware(row.created_at),
+        row.metadata,
     )
 
 
@@ -79,6 +82,7 @@ def create(
     description: str | None = None,
     chunk_tokens: int = 200,
     chunk_overlap: int = 30,
+    metadata: dict[str, Any] | None = None,
 ) -> KnowledgeBase:
     name = validate_name(name)
     if not 32 <= chunk_tokens <= 8192:
@@ -97,6 +101,7 @@ def create(
         "chunk_overlap": chunk_overlap,
         "version": 0,
         "created_at": datetime.now(UTC),
+        "metadata": metadata,
     }
     try:
         with conn.begin_nested():
@@ -144,3 +149,32 @@ def bump_version(conn: Connection, kb_id: int) -> None:
         .where(knowledge_bases.c.id == kb_id)
         .values(version=knowledge_bases.c.version + 1)
     )
+
+
+def update_kb(
+    conn: Connection,
+    org_id: int,
+    kb_id: int,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> KnowledgeBase:
+    """Rename a knowledge base or change its description or metadata (None: unchanged)."""
+    get(conn, org_id, kb_id)
+    values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = validate_name(name)
+    if description is not None:
+        values["description"] = description
+    if metadata is not None:
+        values["metadata"] = metadata
+    if values:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    update(knowledge_bases).where(knowledge_bases.c.id == kb_id).values(values)
+                )
+        except IntegrityError:
+            raise Conflict(f"a knowledge base named '{name}' already exists") from None
+    return get(conn, org_id, kb_id)

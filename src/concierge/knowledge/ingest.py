@@ -32,7 +32,13 @@ from concierge.errors import InvalidDocument, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
-from concierge.knowledge.parsers import CorpusRecord, ParsedDocument, parse, parse_record
+from concierge.knowledge.parsers import (
+    CorpusRecord,
+    ParsedDocument,
+    iter_jsonl,
+    parse,
+    parse_record,
+)
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database, aware
 from concierge.store.tables import chunks, documents, ingestion_jobs
@@ -55,6 +61,22 @@ class Source:
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     error: InvalidDocument | None = None
+
+
+def corpus_sources(
+    data: bytes, filename: str, metadata: dict[str, Any] | None = None
+) -> list[Source]:
+    """A JSON Lines corpus as sources, one per line: a document per ``_id``, and a bad line as
+    an error of its own (reported as ``FILE:line N``) that stops no other line."""
+    lines = [n for n, raw in enumerate(data.splitlines(), start=1) if raw.strip()]
+    sources = []
+    for number, item in zip(lines, iter_jsonl(data, filename), strict=True):
+        if isinstance(item, InvalidDocument):
+            sources.append(Source(f"{filename}:line {number}", source=filename, error=item))
+        else:
+            meta = {**(metadata or {}), **item.metadata}
+            sources.append(Source(item.external_id, record=item, source=filename, metadata=meta))
+    return sources
 
 
 @dataclass
@@ -148,14 +170,14 @@ class Ingestor:
         self, kb: KnowledgeBase, sources: Iterable[Source], progress: Progress | None = None
     ) -> JobStatus:
         items = list(sources)
-        job_id = await self.db.write(lambda conn: self._create_job(conn, kb, len(items)))
+        job_id = await self.db.write(lambda conn: self.create_job(conn, kb, len(items)))
         await self.stage(kb, job_id, items, progress)
         await self.process(kb, progress)
         return await self.db.read(lambda conn: get_job(conn, kb.org_id, job_id))
 
     # -- step 1: parse and store -----------------------------------------------------------
 
-    def _create_job(self, conn: Connection, kb: KnowledgeBase, total: int) -> int:
+    def create_job(self, conn: Connection, kb: KnowledgeBase, total: int) -> int:
         values = {
             "kb_id": kb.id,
             "org_id": kb.org_id,
@@ -212,7 +234,7 @@ class Ingestor:
     def _store(
         self, conn: Connection, kb: KnowledgeBase, job_id: int, batch: list[_Parsed]
     ) -> JobStatus:
-        ids = [p.source.external_id for p in batch if p.doc is not None]
+        ids = [p.source.external_id for p in batch]
         existing = {
             row.external_id: row
             for row in conn.execute(
@@ -228,13 +250,37 @@ class Ingestor:
         failed, skipped = 0, 0
         errors: list[dict[str, str]] = []
         for item in batch:
+            source = item.source
+            old = existing.get(source.external_id)
             if item.doc is None:
                 failed += 1
                 assert item.error is not None
-                errors.append({"document": item.source.external_id, "error": item.error.message})
+                errors.append({"document": source.external_id, "error": item.error.message})
+                if old is None:  # recorded, so that it can be listed; an older version stays
+                    conn.execute(
+                        insert(documents).values(
+                            kb_id=kb.id,
+                            org_id=kb.org_id,
+                            external_id=source.external_id,
+                            title=None,
+                            source=source.source or source.filename,
+                            content_type=source.content_type,
+                            format="unknown",
+                            content_hash=item.content_hash,
+                            size_bytes=item.size,
+                            original=None,
+                            text="",
+                            metadata=source.metadata,
+                            status="failed",
+                            error=item.error.message,
+                            chunk_count=0,
+                            job_id=job_id,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
                 continue
-            doc, source = item.doc, item.source
-            old = existing.get(source.external_id)
+            doc = item.doc
             if old is not None and old.content_hash == item.content_hash and old.status == "ready":
                 skipped += 1
                 continue
@@ -311,6 +357,7 @@ class Ingestor:
                     documents.c.original,
                     documents.c.source,
                     documents.c.content_type,
+                    documents.c.content_hash,
                     documents.c.job_id,
                 )
                 .where(documents.c.kb_id == kb.id, documents.c.status == "pending")
@@ -352,6 +399,20 @@ class Ingestor:
         done: dict[int, int] = {}
         failed: dict[int, list[dict[str, str]]] = {}
         for row, pieces, error in prepared:
+            # Another worker (a second replica, say) may have indexed this document, or it may
+            # have changed, while this one embedded it: the row lock orders the two, and only
+            # a document still pending with the text that was embedded is written.
+            current = conn.execute(
+                select(documents.c.status, documents.c.content_hash)
+                .where(documents.c.id == row.id)
+                .with_for_update()
+            ).one_or_none()
+            if current is None or (current.status, current.content_hash) != (
+                "pending",
+                row.content_hash,
+            ):
+                offset += len(pieces)
+                continue
             conn.execute(chunks.delete().where(chunks.c.document_id == row.id))
             if error is not None:
                 conn.execute(
@@ -428,17 +489,3 @@ class Ingestor:
             )
             .values(status="done", finished_at=datetime.now(UTC))
         )
-
-
-def delete_document(conn: Connection, kb: KnowledgeBase, ref: int | str) -> None:
-    """Delete a document (by id or external id) and its chunks; it leaves search at once."""
-    query = select(documents.c.id).where(documents.c.kb_id == kb.id)
-    if isinstance(ref, int):
-        query = query.where(documents.c.id == ref)
-    else:
-        query = query.where(documents.c.external_id == ref)
-    row = conn.execute(query).one_or_none()
-    if row is None:
-        raise NotFound(f"document '{ref}' not found", param="document")
-    conn.execute(documents.delete().where(documents.c.id == row.id))
-    bases.bump_version(conn, kb.id)

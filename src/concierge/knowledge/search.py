@@ -10,7 +10,7 @@ database holds.
 
 Modes: ``bm25``; ``vector``; ``hybrid``, reciprocal rank fusion of the two rankings (k = 60);
 ``convex``, ``alpha * bm25 + (1 - alpha) * cosine`` after scaling each to [0, 1] over the
-candidates. Metadata filters (``{"key": value}``, all must match) apply before ranking.
+candidates. Metadata filters (see :mod:`concierge.knowledge.filters`) apply before ranking.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, select
 
 from concierge.errors import InvalidRequest, NotFound
 from concierge.knowledge.chunking import cite
+from concierge.knowledge.filters import Predicate, compile_filter
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database
 from concierge.store.tables import chunks, documents, knowledge_bases
@@ -48,6 +49,8 @@ class Hit:
     page_start: int | None
     page_end: int | None
     score: float
+    source: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
     @property
     def location(self) -> str | None:
@@ -64,6 +67,8 @@ class Hit:
             "headings": list(self.headings),
             "page_start": self.page_start,
             "page_end": self.page_end,
+            "source": self.source,
+            "metadata": dict(self.metadata or {}),
             "score": self.score,
         }
 
@@ -106,14 +111,10 @@ class _Index:
             return np.zeros(len(self.rows), dtype=np.float32)
         return np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
 
-    def mask(self, filters: Mapping[str, Any]) -> NDArray[np.bool_] | None:
-        if not filters:
+    def mask(self, predicate: Predicate | None) -> NDArray[np.bool_] | None:
+        if predicate is None:
             return None
-        keep = {
-            doc_id
-            for doc_id, doc in self.docs.items()
-            if all((doc.metadata or {}).get(k) == v for k, v in filters.items())
-        }
+        keep = {doc_id for doc_id, doc in self.docs.items() if predicate(doc.metadata or {})}
         return np.isin(self.doc_of, np.fromiter(keep, dtype=np.int64, count=len(keep)))
 
 
@@ -146,7 +147,10 @@ class SearchIndex:
         mode: Mode = "hybrid",
         filters: Mapping[str, Any] | None = None,
         alpha: float = 0.5,
+        query_vector: NDArray[np.float32] | None = None,
     ) -> list[Hit]:
+        """The ``k`` best chunks for ``query``; ``query_vector``: its embedding, if the caller
+        already has it (batch evaluation embeds all queries at once)."""
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", param="mode")
         if not 1 <= k <= 1000:
@@ -155,18 +159,17 @@ class SearchIndex:
             raise InvalidRequest("the query is empty", param="query")
         if not 0 <= alpha <= 1:
             raise InvalidRequest("alpha must be between 0 and 1", param="alpha")
+        predicate = compile_filter(filters)
         version = await self.db.read(lambda conn: self._version(conn, org_id, kb_id))
         index = self._indexes.get(kb_id)
         if index is None or index.version != version:
             index = await self.db.read(lambda conn: self._load(conn, kb_id, version))
             with self._lock:
                 self._indexes[kb_id] = index
-        qvec = None
-        if mode != "bm25":
+        qvec = query_vector
+        if mode != "bm25" and qvec is None:
             qvec = (await embedder.embed([query])).vectors[0].astype(np.float32)
-        return await asyncio.to_thread(
-            self._rank, index, query, qvec, k, mode, filters or {}, alpha
-        )
+        return await asyncio.to_thread(self._rank, index, query, qvec, k, mode, predicate, alpha)
 
     def _version(self, conn: Connection, org_id: int, kb_id: int) -> int:
         row = conn.execute(
@@ -183,7 +186,11 @@ class SearchIndex:
             row.id: row
             for row in conn.execute(
                 select(
-                    documents.c.id, documents.c.external_id, documents.c.title, documents.c.metadata
+                    documents.c.id,
+                    documents.c.external_id,
+                    documents.c.title,
+                    documents.c.source,
+                    documents.c.metadata,
                 ).where(documents.c.kb_id == kb_id, documents.c.status == "ready")
             )
         }
@@ -213,10 +220,10 @@ class SearchIndex:
         qvec: NDArray[np.float32] | None,
         k: int,
         mode: Mode,
-        filters: Mapping[str, Any],
+        predicate: Predicate | None,
         alpha: float,
     ) -> list[Hit]:
-        allowed = index.mask(filters)
+        allowed = index.mask(predicate)
         if mode == "bm25":
             scores = index.bm25_scores(query)
             order = [i for i in _top(scores, k, allowed) if scores[i] > 0]  # no term: no hit
@@ -260,4 +267,17 @@ class SearchIndex:
             page_start=row.page_start,
             page_end=row.page_end,
             score=score,
+            source=doc.source,
+            metadata=doc.metadata or {},
         )
+
+
+def best_per_document(hits: list[Hit], k: int) -> list[Hit]:
+    """Each document once, at its best chunk's rank: a ranking of documents."""
+    seen: set[int] = set()
+    out = []
+    for hit in hits:
+        if hit.document_id not in seen:
+            seen.add(hit.document_id)
+            out.append(hit)
+    return out[:k]

@@ -2,8 +2,8 @@
 
 Each table belongs to one module, which is the only one that reads or writes it:
 organizations -> ``concierge.orgs``; api_keys -> ``concierge.keys``;
-usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chunks and
-ingestion_jobs -> ``concierge.knowledge``.
+usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chunks,
+ingestion_jobs and files -> ``concierge.knowledge``.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ knowledge_bases = Table(
     # Bumped by every change to its chunks: search caches compare it to know they are current.
     Column("version", BigInteger, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("metadata", JSON, nullable=True),  # the caller's key-value pairs (vector stores)
     UniqueConstraint("org_id", "name", name="uq_knowledge_bases_org_id_name"),
 )
 
@@ -162,4 +163,20 @@ ingestion_jobs = Table(
     Column("errors", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# Files uploaded through OpenAI's /v1/files, to be added to vector stores (knowledge bases).
+files = Table(
+    "files",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("public_id", String(64), nullable=False, unique=True),  # file-<random>
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("filename", String(500), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("content_type", String(200), nullable=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_files_org_id", "org_id"),
 )

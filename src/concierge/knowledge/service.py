@@ -1,0 +1,248 @@
+"""Knowledge bases as one server process runs them: ingestion in the background, search.
+
+A request that adds documents is answered once they are *staged* (parsed and stored as
+pending, see :mod:`concierge.knowledge.ingest`); chunking and embedding continue in a
+background task per knowledge base, and the job's status says how far they got. Pending work
+is in the database, so a process that stops (or is killed) mid-way leaves nothing lost:
+:meth:`Knowledge.resume` at the next start-up finishes it. The API, the CLI and, later, the
+reply pipeline all go through this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from concierge.config import Settings
+from concierge.errors import ConciergeError
+from concierge.knowledge import bases
+from concierge.knowledge.bases import KnowledgeBase
+from concierge.knowledge.fetch import fetch
+from concierge.knowledge.ingest import Ingestor, JobStatus, Progress, Source, get_job
+from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
+from concierge.models.base import EmbeddingModel
+from concierge.models.registry import ModelRegistry
+from concierge.store import Database
+from concierge.store.tables import documents, knowledge_bases
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = (5.0, 30.0, 120.0)  # after a failed background run (an embedder error, say)
+
+
+class Knowledge:
+    def __init__(self, db: Database, registry: ModelRegistry, settings: Settings) -> None:
+        self.db = db
+        self.registry = registry
+        self.settings = settings
+        self.index = SearchIndex(db)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._dirty: set[int] = set()
+
+    # -- knowledge bases -------------------------------------------------------------------
+
+    @property
+    def default_embedding_model(self) -> str:
+        return self.settings.knowledge_embedding_model or self.settings.embedding_model_name
+
+    async def create(self, org_id: int, name: str, **options: Any) -> KnowledgeBase:
+        model = options.pop("embedding_model", None) or self.default_embedding_model
+        self.registry.embedder(model)  # an unknown model is refused before anything is stored
+        options.setdefault("chunk_tokens", self.settings.knowledge_chunk_tokens)
+        options.setdefault("chunk_overlap", self.settings.knowledge_chunk_overlap)
+        return await self.db.write(
+            lambda conn: bases.create(conn, org_id, name, embedding_model=model, **options)
+        )
+
+    async def get(self, org_id: int, ref: int | str) -> KnowledgeBase:
+        return await self.db.read(lambda conn: bases.get(conn, org_id, ref))
+
+    def embedder(self, kb: KnowledgeBase) -> EmbeddingModel:
+        return self.registry.embedder(kb.embedding_model)
+
+    def ingestor(self, kb: KnowledgeBase) -> Ingestor:
+        embedder = self.embedder(kb)
+        return Ingestor(
+            self.db,
+            embedder,
+            count_tokens=embedder.count_tokens,
+            max_bytes=self.settings.knowledge_max_document_bytes,
+            batch_documents=self.settings.knowledge_batch_documents,
+        )
+
+    # -- ingestion -------------------------------------------------------------------------
+
+    async def add(self, kb: KnowledgeBase, sources: Sequence[Source]) -> JobStatus:
+        """Stage ``sources`` as one job and process them in the background; the job as staged
+        (each source that could not be parsed is already counted as failed, with its error)."""
+        ingestor = self.ingestor(kb)
+        job_id = await self.db.write(lambda conn: ingestor.create_job(conn, kb, len(sources)))
+        await ingestor.stage(kb, job_id, sources)
+        self.schedule(kb)
+        return await self.job(kb.org_id, job_id)
+
+    async def fetch_source(
+        self, url: str, external_id: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Source:
+        """A URL's document as a source; a failed fetch becomes that source's error."""
+        from concierge.errors import InvalidDocument
+
+        try:
+            got = await fetch(
+                url,
+                max_bytes=self.settings.knowledge_max_document_bytes,
+                timeout=self.settings.fetch_timeout_seconds,
+                private_networks=self.settings.fetch_private_networks,
+            )
+        except InvalidDocument as exc:
+            return Source(external_id or url, source=url, error=exc)
+        return Source(
+            external_id or url,
+            got.data,
+            filename=got.filename,
+            content_type=got.content_type,
+            source=got.url,
+            metadata={"url": got.url, **(metadata or {})},
+        )
+
+    async def job(self, org_id: int, job_id: int) -> JobStatus:
+        return await self.db.read(lambda conn: get_job(conn, org_id, job_id))
+
+    def schedule(self, kb: KnowledgeBase) -> None:
+        """Make sure a background task processes ``kb``'s pending documents."""
+        self._dirty.add(kb.id)
+        if kb.id not in self._tasks:
+            task = asyncio.create_task(self._run(kb), name=f"knowledge-base-{kb.id}")
+            self._tasks[kb.id] = task
+
+    async def _run(self, kb: KnowledgeBase) -> None:
+        failures = 0
+        try:
+            while kb.id in self._dirty:
+                self._dirty.discard(kb.id)
+                try:
+                    await self.ingestor(kb).process(kb)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    if failures == len(RETRY_SECONDS):
+                        log.exception(
+                            "knowledge base %s: ingestion failed; it resumes at the next start",
+                            kb.id,
+                        )
+                        return
+                    log.warning(
+                        "knowledge base %s: ingestion failed; retrying in %.0f s",
+                        kb.id,
+                        RETRY_SECONDS[failures],
+                        exc_info=True,
+                    )
+                    await asyncio.sleep(RETRY_SECONDS[failures])
+                    failures += 1
+                    self._dirty.add(kb.id)
+        finally:
+            self._tasks.pop(kb.id, None)
+
+    async def resume(self) -> int:
+        """Schedule every knowledge base with pending documents; how many there were."""
+
+        def pending(conn: Connection) -> list[Any]:
+            ids = select(documents.c.kb_id).where(documents.c.status == "pending").distinct()
+            return list(conn.execute(select(knowledge_bases).where(knowledge_bases.c.id.in_(ids))))
+
+        rows = await self.db.read(pending)
+        for row in rows:
+            kb = await self.get(row.org_id, row.id)
+            try:
+                self.embedder(kb)
+            except ConciergeError as exc:  # its model is not configured on this server
+                log.warning("knowledge base %s cannot resume ingestion: %s", kb.id, exc)
+                continue
+            self.schedule(kb)
+        return len(rows)
+
+    async def wait(self, kb_id: int | None = None) -> None:
+        """Wait until background ingestion (of one knowledge base, or all) is idle."""
+        while True:
+            tasks = [t for k, t in self._tasks.items() if kb_id is None or k == kb_id]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop background work; what is left stays pending for the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- search ----------------------------------------------------------------------------
+
+    async def search(
+        self,
+        kb: KnowledgeBase,
+        query: str,
+        *,
+        k: int = 10,
+        mode: Mode = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        alpha: float | None = None,
+        query_vector: Any = None,
+    ) -> list[Hit]:
+        return await self.index.search(
+            kb.org_id,
+            kb.id,
+            query,
+            self.embedder(kb),
+            k=k,
+            mode=mode,
+            filters=filters,
+            alpha=self.settings.knowledge_convex_alpha if alpha is None else alpha,
+            query_vector=query_vector,
+        )
+
+    async def search_documents(
+        self,
+        kb: KnowledgeBase,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        mode: Mode = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        alpha: float | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, its ``k`` best documents (each at its best chunk), for evaluation
+        runs; the queries are embedded together."""
+        vectors: list[Any] = [None] * len(queries)
+        if mode != "bm25" and queries:
+            vectors = list((await self.embedder(kb).embed(list(queries))).vectors)
+        out = []
+        for query, vector in zip(queries, vectors, strict=True):
+            # Chunks of one document crowd each other out: ask for more, keep one per document.
+            hits = await self.search(
+                kb,
+                query,
+                k=min(1000, k * 4),
+                mode=mode,
+                filters=filters,
+                alpha=alpha,
+                query_vector=vector,
+            )
+            out.append(best_per_document(hits, k))
+        return out
+
+
+async def ingest_now(
+    knowledge: Knowledge,
+    kb: KnowledgeBase,
+    sources: Sequence[Source],
+    progress: Progress | None = None,
+) -> JobStatus:
+    """Ingest in the foreground (the CLI): pending work of earlier runs first, then ``sources``."""
+    ingestor = knowledge.ingestor(kb)
+    await ingestor.process(kb, progress)
+    return await ingestor.ingest(kb, sources, progress)
