@@ -167,6 +167,12 @@ def test_plain_text_paragraphs_and_a_bom() -> None:
     assert [b.text for b in doc.blocks] == ["First paragraph.", "Second\nparagraph."]
 
 
+def test_nul_characters_never_reach_the_store() -> None:
+    doc = parse(b"<html><title>A\x00B</title><h1>H\x00</h1><p>x\x00y</p></html>", "p.html")
+    assert doc.title == "AB"
+    assert [(b.text, b.headings) for b in doc.blocks] == [("H", ()), ("xy", ("H",))]
+
+
 def test_format_is_read_from_content_before_name_and_type() -> None:
     assert detect_format(make_pdf([["x"]]), "wrong.txt") == "pdf"
     assert detect_format(make_docx(), None) == "docx"
@@ -221,12 +227,20 @@ def test_jsonl_records_and_per_line_errors() -> None:
             b'{"_id": "d3", "title": "Title only"}',
             b'{"_id": "d4", "text": "x", "metadata": [1]}',
             b"[1, 2]",
+            b'{"_id": "a\\u0000b", "text": "x"}',
+            b'{"_id": "d5", "title": "T\\u0000", "text": "x\\u0000y"}',
         ]
     )
     results = list(iter_jsonl(data, "corpus.jsonl"))
     records = [r for r in results if isinstance(r, CorpusRecord)]
     errors = [r.message for r in results if isinstance(r, InvalidDocument)]
-    assert [(r.external_id, r.line) for r in records] == [("d1", 1), ("7", 4), ("d3", 6)]
+    assert [(r.external_id, r.line) for r in records] == [
+        ("d1", 1),
+        ("7", 4),
+        ("d3", 6),
+        ("d5", 10),
+    ]
+    assert (records[3].title, records[3].text) == ("T", "xy")
     assert records[0].metadata == {"y": 1} and records[0].title == "Aspirin"
     assert errors[1].startswith("'corpus.jsonl' line 3 is not valid JSON (")
     del errors[1]
@@ -234,6 +248,7 @@ def test_jsonl_records_and_per_line_errors() -> None:
         "'corpus.jsonl' line 2 has no '_id'",
         "'corpus.jsonl' line 7 (_id d4): 'metadata' must be an object",
         "'corpus.jsonl' line 8 is not a JSON object",
+        "'corpus.jsonl' line 9: '_id' must not contain NUL characters",
     ]
     assert parse_record(records[2]).blocks == [Block("paragraph", "Title only")]
 

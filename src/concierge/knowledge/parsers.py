@@ -16,7 +16,7 @@ import logging
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -131,10 +131,27 @@ def parse(
         "markdown": _parse_markdown,
         "text": _parse_text,
     }[kind]
-    doc = parser(data, filename)
+    doc = _storable(parser(data, filename))
     if not any(b.text.strip() for b in doc.blocks):
         hint = " (a scanned PDF needs OCR, which Concierge does not do)" if kind == "pdf" else ""
         raise InvalidDocument(f"{_name(filename)} contains no text{hint}")
+    return doc
+
+
+def _storable(doc: ParsedDocument) -> ParsedDocument:
+    """No NUL character anywhere (a PDF's or DOCX's own fields can hold one; no database can)."""
+
+    def clean(text: str) -> str:
+        return text.replace("\x00", "")
+
+    if doc.title:
+        doc.title = clean(doc.title).strip() or None
+    doc.blocks = [
+        replace(b, text=clean(b.text), headings=tuple(clean(h) for h in b.headings))
+        if "\x00" in b.text or any("\x00" in h for h in b.headings)
+        else b
+        for b in doc.blocks
+    ]
     return doc
 
 
@@ -424,7 +441,12 @@ def iter_jsonl(
         if not isinstance(ident, str | int):
             yield InvalidDocument(f"{where}: '_id' must be a string or a number")
             continue
+        if isinstance(ident, str) and "\x00" in ident:
+            yield InvalidDocument(f"{where}: '_id' must not contain NUL characters")
+            continue
         text, title = obj.get("text"), obj.get("title")
+        if isinstance(title, str):
+            title = title.replace("\x00", "")
         if not isinstance(text, str) or not text.strip():
             if not (isinstance(title, str) and title.strip()):
                 yield InvalidDocument(f"{where} (_id {ident}) has no 'text'")
