@@ -35,8 +35,8 @@ from concierge.knowledge.ingest import JobStatus, Source
 from concierge.knowledge.service import Knowledge
 
 router = APIRouter(prefix="/v1")
-STORE_ID = re.compile(r"^vs_(\d{1,18})$")
-BATCH_ID = re.compile(r"^vsfb_(\d{1,18})$")
+STORE_ID = re.compile(r"^vs_([0-9]{1,18})$")
+BATCH_ID = re.compile(r"^vsfb_([0-9]{1,18})$")
 _FILE_STATUS = {"pending": "in_progress", "ready": "completed", "failed": "failed"}
 
 _UPLOAD_BODY = {

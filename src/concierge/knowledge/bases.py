@@ -60,13 +60,18 @@ def _row(row: Any) -> KnowledgeBase:
     )
 
 
+def _is_id(ref: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
+    return ref.isascii() and ref.isdigit()
+
+
 def validate_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
         raise InvalidRequest(
             "a knowledge base name has 1-200 characters and no control characters", param="name"
         )
-    if name.isdigit():
+    if _is_id(name):
         raise InvalidRequest(
             "a knowledge base name cannot be only digits (those are ids)", param="name"
         )
@@ -116,7 +121,7 @@ def create(
 def get(conn: Connection, org_id: int, ref: int | str) -> KnowledgeBase:
     """By id, or by name (a string of digits is taken as an id)."""
     query = select(knowledge_bases).where(knowledge_bases.c.org_id == org_id)
-    if isinstance(ref, int) or ref.isdigit():
+    if isinstance(ref, int) or _is_id(ref):
         query = query.where(knowledge_bases.c.id == int(ref))
     else:
         query = query.where(knowledge_bases.c.name == ref.strip())

@@ -306,10 +306,9 @@ class OpenAIUpstream(Model):
                 return ContextLengthExceeded(text)
             return InvalidRequest(text)
         if status == 429:
-            retry = headers.get("retry-after", "1")
             return RateLimited(
                 f"upstream '{name}' is rate limiting; retry later",
-                retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
+                retry_after=_seconds(headers.get("retry-after", "")),
             )
         if status in (401, 403):
             return UpstreamError(f"upstream '{name}' refused the gateway's credentials")
@@ -415,3 +414,12 @@ def _message(data: dict[str, Any]) -> str | None:
         return error
     detail = data.get("detail") or data.get("message")
     return str(detail) if detail else None
+
+
+def _seconds(retry_after: str) -> float:
+    """An upstream's Retry-After in seconds (an HTTP date or nonsense counts as 1)."""
+    try:
+        seconds = float(retry_after)
+    except ValueError:
+        return 1.0
+    return seconds if 0 <= seconds < 86400 else 1.0
