@@ -125,7 +125,9 @@ class Settings(BaseModel):
         2048, ge=1, description="Most inputs accepted in one /v1/embeddings request."
     )
     knowledge_embedding_model: str | None = Field(
-        None, description="Embedding model of new knowledge bases; default the embedded one."
+        None,
+        description="Embedding model of new knowledge bases; default the embedded one's int8 "
+        "form ('<embedding_model_name>-int8').",
     )
     knowledge_chunk_tokens: int = Field(
         200, ge=32, le=8192, description="Default chunk size of new knowledge bases, in tokens."

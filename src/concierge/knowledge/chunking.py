@@ -117,36 +117,42 @@ def _units(blocks: Sequence[Block], max_tokens: int, count: TokenCounter) -> lis
             )
             continue
         first = True
-        for piece in _split(block.text, max_tokens, count):
+        for piece, piece_tokens in _split(block.text, max_tokens, count):
             units.append(
-                _Unit(piece, count(piece), block.page, heads, False, joiner if first else " ")
+                _Unit(piece, piece_tokens, block.page, heads, False, joiner if first else " ")
             )
             first = False
     return units
 
 
-def _split(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
-    pieces: list[str] = []
+def _split(text: str, max_tokens: int, count: TokenCounter) -> list[tuple[str, int]]:
+    """Sentences (or word runs) of ``text`` merged up to ``max_tokens``, with their sizes.
+    Each sentence and word is counted once; pieces joined by a space are taken to count the
+    sum of theirs, which WordPiece gives exactly and BPE within a token per join."""
+    pieces: list[tuple[str, int]] = []
     for sentence in _SENTENCE_END.split(text):
-        if count(sentence) <= max_tokens:
-            pieces.append(sentence)
+        tokens = count(sentence)
+        if tokens <= max_tokens:
+            pieces.append((sentence, tokens))
             continue
-        words = sentence.split()
         run: list[str] = []
-        for word in words:
-            if run and count(" ".join([*run, word])) > max_tokens:
-                pieces.append(" ".join(run))
-                run = []
+        used = 0
+        for word in sentence.split():
+            size = count(word)
+            if run and used + size > max_tokens:
+                pieces.append((" ".join(run), used))
+                run, used = [], 0
             run.append(word)
+            used += size
         if run:
-            pieces.append(" ".join(run))
+            pieces.append((" ".join(run), used))
     # Put short sentences back together up to the limit.
-    merged: list[str] = []
-    for piece in pieces:
-        if merged and count(merged[-1] + " " + piece) <= max_tokens:
-            merged[-1] = merged[-1] + " " + piece
+    merged: list[tuple[str, int]] = []
+    for piece, tokens in pieces:
+        if merged and merged[-1][1] + tokens <= max_tokens:
+            merged[-1] = (merged[-1][0] + " " + piece, merged[-1][1] + tokens)
         else:
-            merged.append(piece)
+            merged.append((piece, tokens))
     return merged
 
 

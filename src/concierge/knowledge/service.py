@@ -46,7 +46,11 @@ class Knowledge:
 
     @property
     def default_embedding_model(self) -> str:
-        return self.settings.knowledge_embedding_model or self.settings.embedding_model_name
+        if self.settings.knowledge_embedding_model:
+            return self.settings.knowledge_embedding_model
+        # The int8 encoder ingests ~1.4x faster with the same retrieval quality on SciFact
+        # (benchmarks/README.md); the float32 one stays the reference for /v1/embeddings.
+        return self.settings.embedding_model_name + "-int8"
 
     async def create(self, org_id: int, name: str, **options: Any) -> KnowledgeBase:
         model = options.pop("embedding_model", None) or self.default_embedding_model

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +32,9 @@ F32 = NDArray[np.float32]
 # inputs are truncated, exactly as the reference implementation does.
 MAX_SEQ_LENGTH = 256
 # Texts of similar length are batched together, up to this many tokens with padding: larger
-# batches run slower on two cores (their activations fall out of cache).
-MAX_BATCH_TOKENS = 2048
+# batches run slower on two cores (their activations fall out of cache; 1024 measured 8-10 %
+# faster than 2048 on SciFact passages).
+MAX_BATCH_TOKENS = 1024
 _MS = "com.microsoft"
 
 
@@ -132,10 +135,41 @@ def build_graph(model_dir: Path) -> bytes:
     return bytes(model.SerializeToString())
 
 
-class BertEncoder:
-    """A BERT encoder with sentence-transformers' mean pooling (inference only, float32)."""
+def quantize_int8(graph: bytes) -> bytes:
+    """The graph with int8 weights in its matrix products and attention (ONNX Runtime's dynamic
+    quantization: per-channel, 7-bit weights, which stay accurate on CPUs without VNNI)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+    class _QuietAdvice(logging.Filter):  # the quantizer recommends a pass this graph does not need
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing before quantization" not in record.getMessage()
+
+    quiet = _QuietAdvice()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="concierge-int8-") as folder:
+            target = Path(folder) / "int8.onnx"
+            quantize_dynamic(
+                onnx.load_from_string(graph),
+                target,
+                op_types_to_quantize=["MatMul", "Attention"],
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            return target.read_bytes()
+    finally:
+        root.removeFilter(quiet)
+
+
+class BertEncoder:
+    """A BERT encoder with sentence-transformers' mean pooling (inference only): float32, or
+    with ``int8`` its dynamically quantized form."""
+
+    def __init__(self, model_dir: Path, threads: int | None = None, int8: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -143,8 +177,9 @@ class BertEncoder:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         self.hidden = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        graph = build_graph(model_dir)
         self.session = ort.InferenceSession(
-            build_graph(model_dir), options, providers=["CPUExecutionProvider"]
+            quantize_int8(graph) if int8 else graph, options, providers=["CPUExecutionProvider"]
         )
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
@@ -193,18 +228,24 @@ class BertEncoder:
 
 class MiniLMEmbeddings(EmbeddingModel):
     """The embedded all-MiniLM-L6-v2 backend. Calls queue for one worker thread, off the event
-    loop; ONNX Runtime spreads each batch over the cores."""
+    loop; ONNX Runtime spreads each batch over the cores. With ``int8``, the quantized encoder:
+    about 1.4x the speed, vectors at cosine ~0.99 to the float32 ones (benchmarks/README.md)."""
 
     owned_by = "concierge-embedded"
     dimensions = 384
     max_input_tokens = MAX_SEQ_LENGTH
 
     def __init__(
-        self, model_id: str, model_dir: Path | Callable[[], Path], batch_size: int = 32
+        self,
+        model_id: str,
+        model_dir: Path | Callable[[], Path],
+        batch_size: int = 32,
+        int8: bool = False,
     ) -> None:
         self.model_id = model_id
         self._model_dir = model_dir
         self.batch_size = batch_size
+        self.int8 = int8
         self._encoder: BertEncoder | None = None
         self._counter: Tokenizer | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
@@ -213,7 +254,7 @@ class MiniLMEmbeddings(EmbeddingModel):
         """Read the weights (blocking; idempotent). Called on the embedding thread."""
         if self._encoder is None:
             path = self._model_dir() if callable(self._model_dir) else self._model_dir
-            self._encoder = BertEncoder(path)
+            self._encoder = BertEncoder(path, int8=self.int8)
 
     @property
     def loaded(self) -> bool:

@@ -40,17 +40,20 @@ def register_models(register: Callable[[Model], None], settings: Settings) -> No
 def register_embedding_models(
     register: Callable[[EmbeddingModel], None], settings: Settings
 ) -> None:
-    """The embedded all-MiniLM-L6-v2 and every upstream embedding model."""
+    """The embedded all-MiniLM-L6-v2 (float32, and int8 as ``<name>-int8``) and every upstream
+    embedding model."""
     if settings.embedding_enabled:
         from concierge.models.minilm import MiniLMEmbeddings
 
-        register(
-            MiniLMEmbeddings(
-                settings.embedding_model_name,
-                lambda: minilm_dir(settings.resolved_models_dir),
-                batch_size=settings.embedding_batch_size,
+        for int8 in (False, True):
+            register(
+                MiniLMEmbeddings(
+                    settings.embedding_model_name + ("-int8" if int8 else ""),
+                    lambda: minilm_dir(settings.resolved_models_dir),
+                    batch_size=settings.embedding_batch_size,
+                    int8=int8,
+                )
             )
-        )
     from concierge.models.upstream import OpenAIUpstreamEmbeddings, UpstreamClient
 
     for upstream in settings.upstreams:
