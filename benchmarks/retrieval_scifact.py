@@ -1,14 +1,15 @@
 """Knowledge-base retrieval on SciFact: quality, ingestion speed, query latency, and scale.
 
     .venv/bin/python benchmarks/retrieval_scifact.py [--database sqlite|postgresql|both]
-        [--scale-chunks 100000] [--skip-scale] [--limit-docs N]
+        [--scale-chunks 100000] [--skip-scale] [--limit-docs N] [--embedding-model ID]
 
 Reads ../shared/data/scifact (BEIR layout: corpus.jsonl, queries-train.jsonl,
 qrels/train.tsv); skips with a message where that folder is absent. For each database (a
 fresh SQLite file, or a fresh database on the PostgreSQL at 127.0.0.1:5432) it
 
 1. ingests the whole corpus with the production code path (``Knowledge`` + ``Ingestor``:
-   parse, chunk, embed with the embedded all-MiniLM-L6-v2, write) and times it;
+   parse, chunk, embed with the knowledge base's model — by default the embedded
+   all-MiniLM-L6-v2 in its int8 form — write) and times it;
 2. runs every train query that has judgements in each mode and scores the document rankings:
    nDCG@10 and Recall@100 (binary relevance, the BEIR definitions). ``convex`` is scored at
    a grid of alpha values and with alpha chosen by 2-fold cross-validation over the queries
@@ -141,12 +142,13 @@ async def scale_up(knowledge: Any, kb: Any, target: int, vocabulary: list[str]) 
         lambda conn: conn.execute(select(func.count()).where(chunks.c.kb_id == kb.id)).scalar()
     )
     rng = np.random.default_rng(7)
+    words = np.array(vocabulary, dtype=object)
     start = time.perf_counter()
     now = datetime.now(UTC)
     batch = 2000
     for first in range(0, max(0, target - have), batch):
         n = min(batch, target - have - first)
-        texts = [" ".join(rng.choice(vocabulary, size=120)) for _ in range(n)]
+        texts = [" ".join(words[row]) for row in rng.integers(0, len(words), size=(n, 120))]
         vectors = rng.standard_normal((n, 384)).astype("<f4")
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -230,7 +232,9 @@ async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         from concierge import orgs
 
         org = db.write_sync(lambda conn: orgs.ensure(conn, "bench"))
-        kb = await knowledge.create(org.id, "scifact")
+        options = {"embedding_model": args.embedding_model} if args.embedding_model else {}
+        kb = await knowledge.create(org.id, "scifact", **options)
+        result["embedding_model"] = kb.embedding_model
         data = (DATA / "corpus.jsonl").read_bytes()
         if args.limit_docs:
             data = b"\n".join(data.splitlines()[: args.limit_docs]) + b"\n"
@@ -388,6 +392,9 @@ def main() -> None:
     parser.add_argument("--scale-chunks", type=int, default=100_000)
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--limit-docs", type=int, help="Ingest only the first N documents.")
+    parser.add_argument(
+        "--embedding-model", help="Embedding model of the knowledge base (default the server's)."
+    )
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").exists():
         print(f"SciFact not found at {DATA}: skipping (see ../shared/data/README.md).")

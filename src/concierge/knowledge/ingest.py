@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from concierge.errors import InvalidDocument, NotFound
 from concierge.knowledge import bases
@@ -46,6 +46,8 @@ from concierge.store.tables import chunks, documents, ingestion_jobs
 log = logging.getLogger(__name__)
 
 Progress = Callable[["JobStatus"], None]
+# A pending document's row, its chunks with the text to embed for each, or why it failed.
+_Prepared = tuple[Any, list[tuple[Chunk, str]], str | None]
 
 
 @dataclass
@@ -327,26 +329,53 @@ class Ingestor:
     # -- step 2: chunk, embed, index -------------------------------------------------------
 
     async def process(self, kb: KnowledgeBase, progress: Progress | None = None) -> int:
-        """Make every pending document of ``kb`` searchable; returns how many were."""
+        """Make every pending document of ``kb`` searchable; returns how many were.
+
+        Each pass walks the pending documents in id order, batch by batch, with three stages
+        at work at once: the next batch is read and chunked while this one is embedded, and
+        the one before is written. Passes repeat until one finds nothing, which picks up a
+        document staged again while a pass was running."""
         total = 0
-        while True:
-            rows = await self.db.read(lambda conn: self._pending(conn, kb))
-            if not rows:
-                break
-            prepared = await asyncio.to_thread(lambda r=rows: [self._chunk(kb, row) for row in r])  # type: ignore[misc]
-            texts = [text for _row, pieces, _err in prepared for _c, text in pieces]
-            vectors = (await self.embedder.embed(texts)).vectors if texts else np.zeros((0, 0))
-            statuses = await self.db.write(
-                lambda conn, p=prepared, v=vectors: self._index(conn, kb, p, v)  # type: ignore[misc]
-            )
-            total += len(rows)
-            if progress:
-                for status in statuses:
-                    progress(status)
+        while processed := await self._pass(kb, progress):
+            total += processed
         await self.db.write(lambda conn: self._finish_jobs(conn, kb))
         return total
 
-    def _pending(self, conn: Connection, kb: KnowledgeBase) -> list[Any]:
+    async def _pass(self, kb: KnowledgeBase, progress: Progress | None) -> int:
+        async def prepare(after: int) -> list[_Prepared] | None:
+            rows = await self.db.read(lambda conn: self._pending(conn, kb, after))
+            if not rows:
+                return None
+            return await asyncio.to_thread(lambda: [self._chunk(kb, row) for row in rows])
+
+        def report(statuses: list[JobStatus]) -> None:
+            if progress:
+                for status in statuses:
+                    progress(status)
+
+        count = 0
+        writing: asyncio.Future[list[JobStatus]] | None = None
+        upcoming: asyncio.Future[list[_Prepared] | None] = asyncio.ensure_future(prepare(0))
+        try:
+            while (prepared := await upcoming) is not None:
+                upcoming = asyncio.ensure_future(prepare(prepared[-1][0].id))
+                texts = [text for _row, pieces, _err in prepared for _c, text in pieces]
+                vectors = (await self.embedder.embed(texts)).vectors if texts else np.zeros((0, 0))
+                if writing is not None:
+                    report(await writing)
+                writing = asyncio.ensure_future(
+                    self.db.write(
+                        lambda conn, p=prepared, v=vectors: self._index(conn, kb, p, v)  # type: ignore[misc]
+                    )
+                )
+                count += len(prepared)
+            if writing is not None:
+                report(await writing)
+        finally:
+            upcoming.cancel()
+        return count
+
+    def _pending(self, conn: Connection, kb: KnowledgeBase, after: int) -> list[Any]:
         return list(
             conn.execute(
                 select(
@@ -360,15 +389,17 @@ class Ingestor:
                     documents.c.content_hash,
                     documents.c.job_id,
                 )
-                .where(documents.c.kb_id == kb.id, documents.c.status == "pending")
+                .where(
+                    documents.c.kb_id == kb.id,
+                    documents.c.status == "pending",
+                    documents.c.id > after,
+                )
                 .order_by(documents.c.id)
                 .limit(self.batch_documents)
             )
         )
 
-    def _chunk(
-        self, kb: KnowledgeBase, row: Any
-    ) -> tuple[Any, list[tuple[Chunk, str]], str | None]:
+    def _chunk(self, kb: KnowledgeBase, row: Any) -> _Prepared:
         """The row's chunks, each with the text to embed (title first, for context)."""
         try:
             if row.original is not None:
@@ -391,45 +422,44 @@ class Ingestor:
         self,
         conn: Connection,
         kb: KnowledgeBase,
-        prepared: list[tuple[Any, list[tuple[Chunk, str]], str | None]],
+        prepared: list[_Prepared],
         vectors: np.ndarray[Any, Any],
     ) -> list[JobStatus]:
         now = datetime.now(UTC)
-        offset = 0
         done: dict[int, int] = {}
         failed: dict[int, list[dict[str, str]]] = {}
-        for row, pieces, error in prepared:
-            # Another worker (a second replica, say) may have indexed this document, or it may
-            # have changed, while this one embedded it: the row lock orders the two, and only
-            # a document still pending with the text that was embedded is written.
-            current = conn.execute(
-                select(documents.c.status, documents.c.content_hash)
-                .where(documents.c.id == row.id)
+        # Another worker (a second replica, say) may have indexed a document, or it may have
+        # changed, while this one embedded it: the row locks (taken in id order, so two workers
+        # never deadlock) order the two, and only a document still pending with the text that
+        # was embedded is written. One statement per step for the whole batch.
+        current = {
+            r.id: (r.status, r.content_hash)
+            for r in conn.execute(
+                select(documents.c.id, documents.c.status, documents.c.content_hash)
+                .where(documents.c.id.in_([row.id for row, _p, _e in prepared]))
+                .order_by(documents.c.id)
                 .with_for_update()
-            ).one_or_none()
-            if current is None or (current.status, current.content_hash) != (
-                "pending",
-                row.content_hash,
-            ):
-                offset += len(pieces)
+            )
+        }
+        offset = 0
+        writable: list[int] = []
+        chunk_rows: list[dict[str, Any]] = []
+        ready: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        for row, pieces, error in prepared:
+            first, offset = offset, offset + len(pieces)
+            if current.get(row.id) != ("pending", row.content_hash):
                 continue
-            conn.execute(chunks.delete().where(chunks.c.document_id == row.id))
+            writable.append(row.id)
             if error is not None:
-                conn.execute(
-                    update(documents)
-                    .where(documents.c.id == row.id)
-                    .values(status="failed", error=error, chunk_count=0, updated_at=now)
-                )
+                failures.append({"b_id": row.id, "b_error": error})
                 if row.job_id is not None:
                     failed.setdefault(row.job_id, []).append(
                         {"document": row.external_id, "error": error}
                     )
                 continue
-            rows = []
-            for chunk, _text in pieces:
-                vector = np.ascontiguousarray(vectors[offset], dtype="<f4")
-                offset += 1
-                rows.append(
+            for position, (chunk, _text) in enumerate(pieces):
+                chunk_rows.append(
                     {
                         "document_id": row.id,
                         "kb_id": kb.id,
@@ -440,18 +470,32 @@ class Ingestor:
                         "page_start": chunk.page_start,
                         "page_end": chunk.page_end,
                         "tokens": chunk.tokens,
-                        "embedding": vector.tobytes(),
+                        "embedding": np.ascontiguousarray(
+                            vectors[first + position], dtype="<f4"
+                        ).tobytes(),
                     }
                 )
-            if rows:
-                conn.execute(insert(chunks), rows)
-            conn.execute(
-                update(documents)
-                .where(documents.c.id == row.id)
-                .values(status="ready", chunk_count=len(rows), updated_at=now)
-            )
+            ready.append({"b_id": row.id, "b_count": len(pieces)})
             if row.job_id is not None:
                 done[row.job_id] = done.get(row.job_id, 0) + 1
+        if writable:
+            conn.execute(chunks.delete().where(chunks.c.document_id.in_(writable)))
+        if chunk_rows:
+            conn.execute(insert(chunks), chunk_rows)
+        if ready:
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == bindparam("b_id"))
+                .values(status="ready", chunk_count=bindparam("b_count"), updated_at=now),
+                ready,
+            )
+        if failures:
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == bindparam("b_id"))
+                .values(status="failed", error=bindparam("b_error"), chunk_count=0, updated_at=now),
+                failures,
+            )
         bases.bump_version(conn, kb.id)
         statuses = []
         for job_id in sorted(set(done) | set(failed)):
