@@ -19,7 +19,16 @@ from fastapi import FastAPI
 
 from concierge import __version__, keys
 from concierge.config import Settings
-from concierge.gateway import admin, body, errors, health, knowledge, openai, vector_stores
+from concierge.gateway import (
+    admin,
+    assistants,
+    body,
+    errors,
+    health,
+    knowledge,
+    openai,
+    vector_stores,
+)
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.knowledge.service import Knowledge
@@ -125,6 +134,7 @@ class Concierge:
         app.include_router(openai.router)
         app.include_router(knowledge.router)
         app.include_router(vector_stores.router)
+        app.include_router(assistants.router)
         app.include_router(admin.router)
         app.include_router(health.router)
         app.add_middleware(
@@ -137,7 +147,8 @@ class Concierge:
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:
                 document = body.add_schemas(
-                    FastAPI.openapi(app), [*openai.BODY_MODELS, *knowledge.BODY_MODELS]
+                    FastAPI.openapi(app),
+                    [*openai.BODY_MODELS, *knowledge.BODY_MODELS, *assistants.BODY_MODELS],
                 )
                 app.openapi_schema = errors.document_errors(document)
             return app.openapi_schema

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from concierge.assistants.definitions import AssistantConfig
 from concierge.errors import InvalidRequest
 from concierge.models.base import (
     GenerationRequest,
@@ -464,3 +465,35 @@ class VectorStoreSearchIn(_Strict):
     filters: dict[str, Any] | None = None
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = Field(False, description="Accepted; queries are not rewritten.")
+
+
+# -- assistants ------------------------------------------------------------------------------
+
+
+class AssistantIn(AssistantConfig):
+    """An assistant: its name and its definition."""
+
+    name: Name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        check_text(data)
+        return data
+
+
+def _optional(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s fields, each optional (its constraints are checked on the merged result)."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        fields[name] = (annotation | None, None)
+    return fields
+
+
+# Any subset of an assistant's fields; what is left out keeps its value.
+AssistantUpdate: type[BaseModel] = create_model(
+    "AssistantUpdate",
+    __base__=_Strict,
+    **{"name": (Name | None, None), **_optional(AssistantConfig)},
+)

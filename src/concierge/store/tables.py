@@ -3,7 +3,9 @@
 Each table belongs to one module, which is the only one that reads or writes it:
 organizations -> ``concierge.orgs``; api_keys -> ``concierge.keys``;
 usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chunks,
-ingestion_jobs and files -> ``concierge.knowledge``.
+ingestion_jobs and files -> ``concierge.knowledge``; assistants and assistant_versions ->
+``concierge.assistants``; end_users, conversations, turns and memories ->
+``concierge.conversations``.
 """
 
 from __future__ import annotations
@@ -179,4 +181,116 @@ files = Table(
     Column("content", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_files_org_id", "org_id"),
+)
+
+# An assistant's current definition; every change also writes an assistant_versions row.
+# Deleting one archives it: its conversations stay readable, its name becomes free again.
+assistants = Table(
+    "assistants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("archived_at", DateTime(timezone=True), nullable=True),
+)
+Index(
+    "uq_assistants_org_id_name_live",
+    assistants.c.org_id,
+    assistants.c.name,
+    unique=True,
+    sqlite_where=assistants.c.archived_at.is_(None),
+    postgresql_where=assistants.c.archived_at.is_(None),
+)
+
+assistant_versions = Table(
+    "assistant_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "assistant_id", Integer, ForeignKey("assistants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("assistant_id", "version", name="uq_assistant_versions_assistant_id_version"),
+)
+
+# One per channel identity: a web visitor's random id, an API caller's own user id, a phone.
+end_users = Table(
+    "end_users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("external_id", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(
+        "org_id", "channel", "external_id", name="uq_end_users_org_id_channel_external_id"
+    ),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "assistant_id", Integer, ForeignKey("assistants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("end_user_id", BigId, ForeignKey("end_users.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    # assistant (the AI answers) | handoff (waiting for a person) | human (a person answers)
+    Column("status", String(20), nullable=False),
+    Column("handoff_reason", Text, nullable=True),
+    Column("handoff_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_conversations_assistant_id", "assistant_id"),
+    Index("ix_conversations_end_user_id", "end_user_id"),
+    Index("ix_conversations_org_id_status", "org_id", "status"),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "conversation_id", BigId, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("org_id", Integer, nullable=False),
+    Column("role", String(20), nullable=False),  # user | assistant | human
+    Column("content", Text, nullable=False),
+    Column("citations", JSON, nullable=False),
+    Column("tool_calls", JSON, nullable=False),  # name, arguments, result or error, ms
+    Column("assistant_version", Integer, nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("latency_ms", Float, nullable=True),
+    Column("status", String(20), nullable=False),  # complete | partial (stream cut) | failed
+    Column("error", Text, nullable=True),
+    Column("author", String(200), nullable=True),  # the operator who wrote a human turn
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_turns_conversation_id", "conversation_id"),
+)
+
+# Facts an assistant saved about an end user with its remember tool.
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, nullable=False),
+    Column(
+        "assistant_id", Integer, ForeignKey("assistants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("end_user_id", BigId, ForeignKey("end_users.id", ondelete="CASCADE"), nullable=False),
+    Column("fact", Text, nullable=False),
+    Column("turn_id", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_memories_assistant_id_end_user_id", "assistant_id", "end_user_id"),
 )

@@ -1,0 +1,430 @@
+"""Reading and writing end users, conversations, turns and memories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from concierge.errors import InvalidRequest, NotFound
+from concierge.store import aware
+from concierge.store.tables import conversations, end_users, memories, turns
+
+Status = Literal["assistant", "handoff", "human"]
+Role = Literal["user", "assistant", "human"]
+CHANNELS = ("web", "api", "openai")
+MAX_EXTERNAL_ID = 256
+MAX_MEMORIES = 200  # per end user and assistant; the oldest go first
+
+
+@dataclass(frozen=True)
+class EndUser:
+    id: int
+    org_id: int
+    channel: str
+    external_id: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "end_user",
+            "channel": self.channel,
+            "external_id": self.external_id,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    org_id: int
+    assistant_id: int
+    end_user_id: int
+    channel: str
+    status: Status
+    handoff_reason: str | None
+    handoff_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "conversation",
+            "assistant_id": self.assistant_id,
+            "end_user_id": self.end_user_id,
+            "channel": self.channel,
+            "status": self.status,
+            "handoff_reason": self.handoff_reason,
+            "handoff_at": self.handoff_at.isoformat() if self.handoff_at else None,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: int
+    conversation_id: int
+    role: Role
+    content: str
+    status: str
+    created_at: datetime
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    assistant_version: int | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float | None = None
+    error: str | None = None
+    author: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "conversation.turn",
+            "conversation_id": self.conversation_id,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "citations": self.citations,
+            "tool_calls": self.tool_calls,
+            "assistant_version": self.assistant_version,
+            "model": self.model,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            },
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+            "author": self.author,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Memory:
+    id: int
+    fact: str
+    created_at: datetime
+    turn_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "memory",
+            "fact": self.fact,
+            "turn_id": self.turn_id,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+# -- end users -------------------------------------------------------------------------------
+
+
+def _end_user(row: Any) -> EndUser:
+    return EndUser(row.id, row.org_id, row.channel, row.external_id, aware(row.created_at))
+
+
+def end_user(conn: Connection, org_id: int, channel: str, external_id: str) -> EndUser:
+    """The end user with this identity on this channel, made on first sight."""
+    external_id = external_id.strip()
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID:
+        raise InvalidRequest(f"an end user id has 1-{MAX_EXTERNAL_ID} characters", param="user")
+    query = select(end_users).where(
+        end_users.c.org_id == org_id,
+        end_users.c.channel == channel,
+        end_users.c.external_id == external_id,
+    )
+    now = datetime.now(UTC)
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(end_users).values(
+                        org_id=org_id,
+                        channel=channel,
+                        external_id=external_id,
+                        created_at=now,
+                        last_seen_at=now,
+                    )
+                )
+        except IntegrityError:  # made meanwhile by another request
+            pass
+        row = conn.execute(query).one()
+    else:
+        conn.execute(update(end_users).where(end_users.c.id == row.id).values(last_seen_at=now))
+    return _end_user(row)
+
+
+def get_end_user(conn: Connection, org_id: int, end_user_id: int) -> EndUser:
+    row = conn.execute(
+        select(end_users).where(end_users.c.org_id == org_id, end_users.c.id == end_user_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"end user {end_user_id} not found", param="end_user")
+    return _end_user(row)
+
+
+# -- conversations ---------------------------------------------------------------------------
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        row.id,
+        row.org_id,
+        row.assistant_id,
+        row.end_user_id,
+        row.channel,
+        row.status,
+        row.handoff_reason,
+        aware(row.handoff_at),
+        aware(row.created_at),
+        aware(row.updated_at),
+    )
+
+
+def create(
+    conn: Connection, org_id: int, assistant_id: int, user: EndUser, channel: str
+) -> Conversation:
+    now = datetime.now(UTC)
+    key = conn.execute(
+        insert(conversations).values(
+            org_id=org_id,
+            assistant_id=assistant_id,
+            end_user_id=user.id,
+            channel=channel,
+            status="assistant",
+            created_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key
+    assert key is not None
+    return get(conn, org_id, int(key[0]))
+
+
+def get(conn: Connection, org_id: int, conversation_id: int) -> Conversation:
+    row = conn.execute(
+        select(conversations).where(
+            conversations.c.org_id == org_id, conversations.c.id == conversation_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"conversation {conversation_id} not found", param="conversation")
+    return _conversation(row)
+
+
+def latest(
+    conn: Connection, org_id: int, assistant_id: int, user: EndUser, channel: str
+) -> Conversation | None:
+    """The end user's most recent conversation with this assistant on this channel."""
+    row = conn.execute(
+        select(conversations)
+        .where(
+            conversations.c.org_id == org_id,
+            conversations.c.assistant_id == assistant_id,
+            conversations.c.end_user_id == user.id,
+            conversations.c.channel == channel,
+        )
+        .order_by(conversations.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else _conversation(row)
+
+
+def list_page(
+    conn: Connection,
+    org_id: int,
+    *,
+    assistant_id: int | None = None,
+    status: Status | None = None,
+    limit: int = 20,
+    after: int | None = None,
+    oldest_first: bool = False,
+) -> tuple[list[Conversation], bool]:
+    query = select(conversations).where(conversations.c.org_id == org_id)
+    if assistant_id is not None:
+        query = query.where(conversations.c.assistant_id == assistant_id)
+    if status is not None:
+        query = query.where(conversations.c.status == status)
+    if after is not None:
+        query = query.where(
+            conversations.c.id > after if oldest_first else conversations.c.id < after
+        )
+    order = conversations.c.id if oldest_first else conversations.c.id.desc()
+    rows = list(conn.execute(query.order_by(order).limit(limit + 1)))
+    return [_conversation(r) for r in rows[:limit]], len(rows) > limit
+
+
+def set_status(
+    conn: Connection, conversation: Conversation, status: Status, reason: str | None = None
+) -> Conversation:
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "handoff":
+        values.update(handoff_reason=reason, handoff_at=now)
+    elif status == "assistant":
+        values.update(handoff_reason=None, handoff_at=None)
+    conn.execute(update(conversations).where(conversations.c.id == conversation.id).values(values))
+    return get(conn, conversation.org_id, conversation.id)
+
+
+# -- turns -----------------------------------------------------------------------------------
+
+
+def _turn(row: Any) -> Turn:
+    return Turn(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        role=row.role,
+        content=row.content,
+        status=row.status,
+        created_at=aware(row.created_at),
+        citations=list(row.citations or []),
+        tool_calls=list(row.tool_calls or []),
+        assistant_version=row.assistant_version,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        latency_ms=row.latency_ms,
+        error=row.error,
+        author=row.author,
+    )
+
+
+def add_turn(
+    conn: Connection,
+    conversation: Conversation,
+    role: Role,
+    content: str,
+    *,
+    status: str = "complete",
+    citations: list[dict[str, Any]] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    assistant_version: int | None = None,
+    model: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    latency_ms: float | None = None,
+    error: str | None = None,
+    author: str | None = None,
+) -> Turn:
+    now = datetime.now(UTC)
+    key = conn.execute(
+        insert(turns).values(
+            conversation_id=conversation.id,
+            org_id=conversation.org_id,
+            role=role,
+            content=content,
+            status=status,
+            citations=citations or [],
+            tool_calls=tool_calls or [],
+            assistant_version=assistant_version,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            error=error,
+            author=author,
+            created_at=now,
+        )
+    ).inserted_primary_key
+    assert key is not None
+    conn.execute(
+        update(conversations).where(conversations.c.id == conversation.id).values(updated_at=now)
+    )
+    return _turn(conn.execute(select(turns).where(turns.c.id == key[0])).one())
+
+
+def list_turns(
+    conn: Connection, conversation: Conversation, *, after: int | None = None, limit: int = 100
+) -> tuple[list[Turn], bool]:
+    """Oldest first, from after the turn ``after``."""
+    query = select(turns).where(turns.c.conversation_id == conversation.id)
+    if after is not None:
+        query = query.where(turns.c.id > after)
+    rows = list(conn.execute(query.order_by(turns.c.id).limit(limit + 1)))
+    return [_turn(r) for r in rows[:limit]], len(rows) > limit
+
+
+def recent_turns(conn: Connection, conversation: Conversation, limit: int) -> list[Turn]:
+    """The last ``limit`` turns, oldest first (the window a reply is built from)."""
+    rows = conn.execute(
+        select(turns)
+        .where(turns.c.conversation_id == conversation.id)
+        .order_by(turns.c.id.desc())
+        .limit(limit)
+    )
+    return [_turn(r) for r in reversed(list(rows))]
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def remember(
+    conn: Connection,
+    org_id: int,
+    assistant_id: int,
+    user: EndUser,
+    fact: str,
+    turn_id: int | None = None,
+) -> Memory:
+    fact = " ".join(fact.split())
+    if not fact:
+        raise InvalidRequest("a memory needs some text", param="fact")
+    existing = memories_of(conn, org_id, assistant_id, user)
+    same = next((m for m in existing if m.fact.lower() == fact.lower()), None)
+    if same is not None:
+        return same
+    if len(existing) >= MAX_MEMORIES:
+        oldest = existing[: len(existing) - MAX_MEMORIES + 1]
+        conn.execute(delete(memories).where(memories.c.id.in_([m.id for m in oldest])))
+    key = conn.execute(
+        insert(memories).values(
+            org_id=org_id,
+            assistant_id=assistant_id,
+            end_user_id=user.id,
+            fact=fact[:2000],
+            turn_id=turn_id,
+            created_at=datetime.now(UTC),
+        )
+    ).inserted_primary_key
+    assert key is not None
+    row = conn.execute(select(memories).where(memories.c.id == key[0])).one()
+    return Memory(row.id, row.fact, aware(row.created_at), row.turn_id)
+
+
+def memories_of(conn: Connection, org_id: int, assistant_id: int, user: EndUser) -> list[Memory]:
+    rows = conn.execute(
+        select(memories)
+        .where(
+            memories.c.org_id == org_id,
+            memories.c.assistant_id == assistant_id,
+            memories.c.end_user_id == user.id,
+        )
+        .order_by(memories.c.id)
+    )
+    return [Memory(r.id, r.fact, aware(r.created_at), r.turn_id) for r in rows]
+
+
+def forget(
+    conn: Connection, org_id: int, assistant_id: int, user: EndUser, memory_id: int | None = None
+) -> int:
+    """Delete one memory, or all of them (``memory_id`` None); returns how many went."""
+    query = delete(memories).where(
+        memories.c.org_id == org_id,
+        memories.c.assistant_id == assistant_id,
+        memories.c.end_user_id == user.id,
+    )
+    if memory_id is not None:
+        query = query.where(memories.c.id == memory_id)
+    gone = conn.execute(query).rowcount
+    if memory_id is not None and not gone:
+        raise NotFound(f"memory {memory_id} not found", param="memory")
+    return int(gone)
