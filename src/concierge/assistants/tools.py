@@ -1,0 +1,165 @@
+"""Calling an operator's HTTP tool on the model's behalf.
+
+The model proposes a call (a tool name and JSON arguments); this module checks the arguments
+against the tool's JSON Schema, makes the request with the tool's secret headers, within its
+timeout and the turn's remaining tool time, to the tool's allowed hosts only (a redirect
+elsewhere is refused), reads at most :data:`MAX_RESPONSE_BYTES`, and returns a
+:class:`ToolResult` either way. A failure is a result too: the model is told what went wrong
+and answers anyway, and the turn records it. Header values never appear in a result, an error
+or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from jsonschema import Draft202012Validator
+
+from concierge.assistants.definitions import HttpTool
+
+MAX_RESPONSE_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
+USER_AGENT = "Concierge-tools/1"
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    name: str
+    arguments: Any  # the parsed arguments, or the raw text when they were not JSON
+    content: str  # what the model reads back
+    error: str | None = None
+    ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def record(self) -> dict[str, Any]:
+        """As stored on the turn."""
+        out: dict[str, Any] = {"name": self.name, "arguments": self.arguments, "ms": self.ms}
+        if self.error is None:
+            out["result"] = self.content
+        else:
+            out["error"] = self.error
+        return out
+
+
+def parse_arguments(tool_name: str, schema: dict[str, Any], raw: str) -> dict[str, Any] | str:
+    """The arguments as an object, or the reason they are not acceptable (a str)."""
+    try:
+        arguments = json.loads(raw or "{}")
+    except json.JSONDecodeError as exc:
+        return f"the arguments are not valid JSON ({exc.msg})"
+    if not isinstance(arguments, dict):
+        return "the arguments must be a JSON object"
+    error = next(iter(Draft202012Validator(schema).iter_errors(arguments)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        return f"the arguments do not match {tool_name}'s schema at {where}: {error.message}"
+    return arguments
+
+
+def _failure(tool: HttpTool, arguments: Any, error: str, started: float) -> ToolResult:
+    return ToolResult(
+        tool.name,
+        arguments,
+        f"The tool {tool.name} failed: {error}",
+        error,
+        round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+def _query(arguments: dict[str, Any]) -> dict[str, str]:
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in arguments.items()
+        if value is not None
+    }
+
+
+async def call_http_tool(
+    tool: HttpTool,
+    raw_arguments: str,
+    session: aiohttp.ClientSession,
+    *,
+    seconds_left: float | None = None,
+) -> ToolResult:
+    started = time.perf_counter()
+    arguments = parse_arguments(tool.name, tool.parameters, raw_arguments)
+    if isinstance(arguments, str):
+        return _failure(tool, raw_arguments, arguments, started)
+    timeout = (
+        tool.timeout_seconds if seconds_left is None else min(tool.timeout_seconds, seconds_left)
+    )
+    if timeout <= 0:
+        return _failure(tool, arguments, "no tool time left in this turn", started)
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": "application/json, text/plain;q=0.9",
+        **tool.headers,
+    }
+    send_query = tool.method in ("GET", "DELETE")
+    url = tool.url
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(MAX_REDIRECTS + 1):
+                host = (urlsplit(url).hostname or "").lower()
+                if host not in tool.allowed_hosts or urlsplit(url).scheme not in ("http", "https"):
+                    return _failure(
+                        tool, arguments, f"{host or url} is not an allowed host", started
+                    )
+                async with session.request(
+                    tool.method,
+                    url,
+                    params=_query(arguments) if send_query else None,
+                    json=None if send_query else arguments,
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response:
+                    if (
+                        response.status in (301, 302, 303, 307, 308)
+                        and "Location" in response.headers
+                    ):
+                        url = urljoin(url, response.headers["Location"])
+                        continue
+                    body = bytearray()
+                    async for piece in response.content.iter_chunked(65536):
+                        body += piece
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            return _failure(
+                                tool,
+                                arguments,
+                                f"the answer is over {MAX_RESPONSE_BYTES} bytes",
+                                started,
+                            )
+                    text = body.decode("utf-8", errors="replace")
+                    if response.status >= 400:
+                        detail = " ".join(text.split())[:200]
+                        return _failure(
+                            tool,
+                            arguments,
+                            f"HTTP {response.status}: {detail}".rstrip(": "),
+                            started,
+                        )
+                    if "json" in (response.content_type or ""):
+                        try:
+                            text = json.dumps(json.loads(text), ensure_ascii=False)
+                        except json.JSONDecodeError:
+                            return _failure(
+                                tool, arguments, "the answer is not valid JSON", started
+                            )
+                    elapsed = round((time.perf_counter() - started) * 1000, 1)
+                    return ToolResult(tool.name, arguments, text, None, elapsed)
+            return _failure(tool, arguments, "too many redirects", started)
+    except TimeoutError:
+        return _failure(tool, arguments, f"no answer within {timeout:g} s", started)
+    except aiohttp.ClientConnectorError:
+        return _failure(tool, arguments, f"could not connect to {urlsplit(url).hostname}", started)
+    except aiohttp.ClientError as exc:
+        return _failure(tool, arguments, f"the request failed ({type(exc).__name__})", started)
