@@ -1,0 +1,39 @@
+"""The retrieval step: passages from several knowledge bases, merged, best first."""
+
+from __future__ import annotations
+
+from httpx import AsyncClient
+
+from concierge.app import Concierge
+from concierge.assistants.retrieval import retrieve
+from tests.test_knowledge_api import wait_job
+
+
+async def test_passages_from_several_knowledge_bases(
+    client: AsyncClient, concierge: Concierge
+) -> None:
+    ids = []
+    for name, docs in [
+        ("policies", [("returns", "Returns are accepted within 30 days of delivery.")]),
+        ("catalogue", [("boots", "Trail boots, waterproof, sizes 36 to 47, 129 euros.")]),
+    ]:
+        kb = (await client.post("/v1/knowledge_bases", json={"name": name})).json()
+        job = await client.post(
+            f"/v1/knowledge_bases/{kb['id']}/documents",
+            json={"documents": [{"id": i, "text": t, "title": i.title()} for i, t in docs]},
+        )
+        await wait_job(client, kb["id"], job.json())
+        ids.append(kb["id"])
+    org = concierge.db.read_sync(
+        lambda conn: conn.exec_driver_sql(
+            f"SELECT org_id FROM knowledge_bases WHERE id = {ids[0]}"
+        ).scalar_one()
+    )
+    found = await retrieve(concierge.knowledge, org, [*ids, 999999], "how many days to return", 2)
+    assert [p.title for p in found] == ["Returns", "Boots"]
+    assert found[0].knowledge_base_id == ids[0] and found[0].score >= found[1].score
+    assert found[0].citation()["snippet"].startswith("Returns are accepted")
+    assert await retrieve(concierge.knowledge, org, ids, "   ", 3) == []
+    assert await retrieve(concierge.knowledge, org, [], "boots", 3) == []
+    # Another organisation's id finds nothing.
+    assert await retrieve(concierge.knowledge, org + 100, ids, "boots", 3) == []
