@@ -222,6 +222,7 @@ async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         database_url=url,
         models_dir=ROOT / "data" / "models",
         llm_enabled=False,
+        **({"knowledge_batch_documents": args.batch_documents} if args.batch_documents else {}),
     )
     db = Database(url)
     registry = ModelRegistry.from_plugins(plugin_manager(entry_points=False), settings)
@@ -394,6 +395,9 @@ def main() -> None:
     parser.add_argument("--limit-docs", type=int, help="Ingest only the first N documents.")
     parser.add_argument(
         "--embedding-model", help="Embedding model of the knowledge base (default the server's)."
+    )
+    parser.add_argument(
+        "--batch-documents", type=int, help="Documents per ingestion batch (default the server's)."
     )
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").exists():

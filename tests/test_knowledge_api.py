@@ -205,6 +205,9 @@ async def test_bad_input_gets_clear_errors(client: AsyncClient) -> None:
     base = f"/v1/knowledge_bases/{kb['id']}"
     assert_openai_error(await client.get("/v1/knowledge_bases/999999"), 404, "not_found_error")
     assert_openai_error(await client.get("/v1/knowledge_bases/²/jobs/1"), 404)  # not an id
+    assert_openai_error(await client.get("/v1/knowledge_bases/" + "9" * 30), 404)  # nor this
+    assert_openai_error(await client.get(f"{base}/jobs/{10**30}"), 400)  # no row has such an id
+    assert_openai_error(await client.get(f"{base}/documents", params={"after": 10**30}), 400)
     assert_openai_error(await client.post("/v1/knowledge_bases", json={"name": ""}), 400)
     assert_openai_error(await client.post("/v1/knowledge_bases", json={"name": "123"}), 400)
     assert_openai_error(

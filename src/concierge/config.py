@@ -139,7 +139,7 @@ class Settings(BaseModel):
         50 * 1024 * 1024, ge=1024, description="Largest document accepted for ingestion, in bytes."
     )
     knowledge_batch_documents: int = Field(
-        32, ge=1, le=10000, description="Documents chunked, embedded and written per transaction."
+        64, ge=1, le=10000, description="Documents chunked, embedded and written per transaction."
     )
     knowledge_convex_alpha: float = Field(
         0.5, ge=0, le=1, description="Weight of BM25 in convex-combination search (mode=convex)."

@@ -102,7 +102,7 @@ class AssistantConfig(_Config):
     fallback_models: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=5, description="Tried in order when the model fails."
     )
-    knowledge_bases: list[int] = Field(
+    knowledge_bases: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
         default_factory=list,
         max_length=20,
         description="Ids of the knowledge bases it answers from.",
@@ -235,7 +235,7 @@ def get(
 ) -> Assistant:
     """By id, or by the name of a live assistant (a string of digits is taken as an id)."""
     query = select(assistants).where(assistants.c.org_id == org_id)
-    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) <= 18):
         query = query.where(assistants.c.id == int(ref))
         if not include_archived:
             query = query.where(assistants.c.archived_at.is_(None))

@@ -28,9 +28,7 @@ async def retrieve(
         except NotFound:
             return []
         hits = await knowledge.search(kb, query, k=k, mode="hybrid")
-        return [
-            Passage(h.document_id, h.title, h.location, h.text, kb.id, h.score) for h in hits
-        ]
+        return [Passage(h.document_id, h.title, h.location, h.text, kb.id, h.score) for h in hits]
 
     found = [p for group in await asyncio.gather(*(one(i) for i in kb_ids)) for p in group]
     found.sort(key=lambda p: p.score, reverse=True)

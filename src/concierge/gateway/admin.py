@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from concierge import keys, orgs
 from concierge.gateway.auth import AdminKey
 from concierge.gateway.responses import JSON
-from concierge.gateway.schemas import KeyIn, OrganizationIn
+from concierge.gateway.schemas import KeyIn, OrganizationIn, RowId
 from concierge.metering import ledger
 from concierge.orgs import SLUG_PATTERN
 
@@ -53,7 +53,7 @@ async def create_key(body: KeyIn, request: Request, _key: AdminKey) -> JSON:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
-async def revoke_key(key_id: int, request: Request, _key: AdminKey) -> JSON:
+async def revoke_key(key_id: RowId, request: Request, _key: AdminKey) -> JSON:
     c = _c(request)
     revoked = await c.db.write(lambda conn: keys.revoke(conn, key_id))
     c.key_cache.invalidate()

@@ -13,7 +13,7 @@ from concierge.errors import NotFound
 from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
-from concierge.gateway.schemas import AssistantIn, AssistantUpdate
+from concierge.gateway.schemas import AssistantIn, AssistantUpdate, RowId
 from concierge.knowledge import bases
 from concierge.store import Database
 
@@ -106,7 +106,7 @@ async def list_versions(assistant: str, request: Request, key: InferenceKey) -> 
 
 
 @router.get("/{assistant}/versions/{version}", summary="One version of an assistant")
-async def get_version(assistant: str, version: int, request: Request, key: InferenceKey) -> JSON:
+async def get_version(assistant: str, version: RowId, request: Request, key: InferenceKey) -> JSON:
     def read(conn: Any) -> dict[str, Any]:
         found = definitions.get(conn, key.org_id, assistant, include_archived=True)
         config = definitions.version(conn, found, version)

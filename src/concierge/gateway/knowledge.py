@@ -20,9 +20,11 @@ from concierge.gateway.auth import InferenceKey
 from concierge.gateway.body import parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import (
+    MAX_ID,
     DocumentsIn,
     KnowledgeBaseIn,
     KnowledgeBaseUpdate,
+    RowId,
     SearchIn,
     check_text,
 )
@@ -217,7 +219,9 @@ async def list_documents(
     request: Request,
     key: InferenceKey,
     limit: int = Query(100, ge=1, le=1000),
-    after: int | None = Query(None, ge=0, description="The last id of the previous page."),
+    after: int | None = Query(
+        None, ge=0, le=MAX_ID, description="The last id of the previous page."
+    ),
     status: str | None = Query(None, pattern="^(pending|ready|failed)$"),
     external_id: str | None = Query(None, max_length=500),
 ) -> JSON:
@@ -240,7 +244,7 @@ async def list_documents(
 @router.get("/{kb}/documents/{document_id}", summary="Retrieve a document")
 async def get_document(
     kb: str,
-    document_id: int,
+    document_id: RowId,
     request: Request,
     key: InferenceKey,
     include_text: bool = Query(False, description="Add the extracted text."),
@@ -257,7 +261,7 @@ async def get_document(
 
 
 @router.delete("/{kb}/documents/{document_id}", summary="Delete a document (and its chunks)")
-async def delete_document(kb: str, document_id: int, request: Request, key: InferenceKey) -> JSON:
+async def delete_document(kb: str, document_id: RowId, request: Request, key: InferenceKey) -> JSON:
     found = await _kb(request, key, kb)
     gone = await _knowledge(request).db.write(
         lambda conn: documents.delete(conn, found, document_id)
@@ -266,7 +270,7 @@ async def delete_document(kb: str, document_id: int, request: Request, key: Infe
 
 
 @router.get("/{kb}/jobs/{job_id}", summary="An ingestion job's progress")
-async def get_job(kb: str, job_id: int, request: Request, key: InferenceKey) -> JSON:
+async def get_job(kb: str, job_id: RowId, request: Request, key: InferenceKey) -> JSON:
     found = await _kb(request, key, kb)
     job = await _knowledge(request).job(key.org_id, job_id)
     if job.kb_id != found.id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from concierge.assistants.definitions import AssistantConfig
@@ -36,6 +37,10 @@ def check_text(value: Any) -> None:
         for item in value:
             check_text(item)
 
+
+# A row id in a path or query: larger values cannot be ids and would overflow SQLite's integers.
+MAX_ID = 2**62
+RowId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 # A name that is stored, logged or echoed back (``_Strict`` refuses NUL and lone surrogates).
 Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -61,8 +61,9 @@ def _row(row: Any) -> KnowledgeBase:
 
 
 def _is_id(ref: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
-    return ref.isascii() and ref.isdigit()
+    """ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses), and few
+    enough to be a row id (more would overflow SQLite's integers)."""
+    return ref.isascii() and ref.isdigit() and len(ref) <= 18
 
 
 def validate_name(name: str) -> str:

@@ -158,7 +158,7 @@ class Ingestor:
         *,
         count_tokens: TokenCounter,
         max_bytes: int | None = None,
-        batch_documents: int = 32,
+        batch_documents: int = 64,
     ) -> None:
         self.db = db
         self.embedder = embedder
