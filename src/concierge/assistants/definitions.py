@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from concierge import names
 from concierge.errors import Conflict, InvalidRequest, NotFound
 from concierge.store import aware
 from concierge.store.tables import assistant_versions, assistants
@@ -178,16 +179,7 @@ def parse_config(data: dict[str, Any]) -> AssistantConfig:
 
 
 def validate_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise InvalidRequest(
-            "an assistant name has 1-200 characters and no control characters", param="name"
-        )
-    if name.isascii() and name.isdigit():
-        raise InvalidRequest(
-            "an assistant name cannot be only digits (those are ids)", param="name"
-        )
-    return name
+    return names.validate_name(name, "an assistant")
 
 
 def _row(row: Any) -> Assistant:
@@ -235,7 +227,7 @@ def get(
 ) -> Assistant:
     """By id, or by the name of a live assistant (a string of digits is taken as an id)."""
     query = select(assistants).where(assistants.c.org_id == org_id)
-    if isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) <= 18):
+    if isinstance(ref, int) or names.is_row_id(ref):
         query = query.where(assistants.c.id == int(ref))
         if not include_archived:
             query = query.where(assistants.c.archived_at.is_(None))

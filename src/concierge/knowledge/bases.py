@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from concierge import names
 from concierge.errors import Conflict, InvalidRequest, NotFound
 from concierge.store import aware
 from concierge.store.tables import knowledge_bases
@@ -60,23 +61,8 @@ def _row(row: Any) -> KnowledgeBase:
     )
 
 
-def _is_id(ref: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also takes '²', which ``int`` refuses), and few
-    enough to be a row id (more would overflow SQLite's integers)."""
-    return ref.isascii() and ref.isdigit() and len(ref) <= 18
-
-
 def validate_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise InvalidRequest(
-            "a knowledge base name has 1-200 characters and no control characters", param="name"
-        )
-    if _is_id(name):
-        raise InvalidRequest(
-            "a knowledge base name cannot be only digits (those are ids)", param="name"
-        )
-    return name
+    return names.validate_name(name, "a knowledge base")
 
 
 def create(
@@ -122,7 +108,7 @@ def create(
 def get(conn: Connection, org_id: int, ref: int | str) -> KnowledgeBase:
     """By id, or by name (a string of digits is taken as an id)."""
     query = select(knowledge_bases).where(knowledge_bases.c.org_id == org_id)
-    if isinstance(ref, int) or _is_id(ref):
+    if isinstance(ref, int) or names.is_row_id(ref):
         query = query.where(knowledge_bases.c.id == int(ref))
     else:
         query = query.where(knowledge_bases.c.name == ref.strip())
