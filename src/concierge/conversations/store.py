@@ -15,7 +15,6 @@ from concierge.store.tables import conversations, end_users, memories, turns
 
 Status = Literal["assistant", "handoff", "human"]
 Role = Literal["user", "assistant", "human"]
-CHANNELS = ("web", "api", "openai")
 MAX_EXTERNAL_ID = 256
 MAX_MEMORIES = 200  # per end user and assistant; the oldest go first
 
