@@ -18,11 +18,13 @@ import pluggy
 from fastapi import FastAPI
 
 from concierge import __version__, keys
+from concierge.assistants.runtime import Runtime
 from concierge.config import Settings
 from concierge.gateway import (
     admin,
     assistants,
     body,
+    conversations,
     errors,
     health,
     knowledge,
@@ -71,6 +73,7 @@ class Concierge:
         self.metering = Metering(self.ledger, self.limiter, self.metrics)
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         self.knowledge = Knowledge(self.db, self.registry, settings)
+        self.runtime = Runtime(self.db, self.registry, self.knowledge, settings)
         self._warmups: list[asyncio.Future[Any]] = []
 
     async def _usage_since(self, api_key_id: int, since: Any) -> int:
@@ -102,6 +105,7 @@ class Concierge:
 
     async def shutdown(self) -> None:
         await self.knowledge.close()
+        await self.runtime.close()
         for warmup in self._warmups:
             if not warmup.done():
                 await asyncio.wait([warmup], timeout=30)
@@ -135,6 +139,7 @@ class Concierge:
         app.include_router(knowledge.router)
         app.include_router(vector_stores.router)
         app.include_router(assistants.router)
+        app.include_router(conversations.router)
         app.include_router(admin.router)
         app.include_router(health.router)
         app.add_middleware(
@@ -148,7 +153,12 @@ class Concierge:
             if app.openapi_schema is None:
                 document = body.add_schemas(
                     FastAPI.openapi(app),
-                    [*openai.BODY_MODELS, *knowledge.BODY_MODELS, *assistants.BODY_MODELS],
+                    [
+                        *openai.BODY_MODELS,
+                        *knowledge.BODY_MODELS,
+                        *assistants.BODY_MODELS,
+                        *conversations.BODY_MODELS,
+                    ],
                 )
                 app.openapi_schema = errors.document_errors(document)
             return app.openapi_schema

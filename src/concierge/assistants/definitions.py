@@ -124,6 +124,9 @@ class AssistantConfig(_Config):
         30.0, gt=0, le=300, description="Time for all tool calls of a turn."
     )
     retrieval_k: int = Field(4, ge=0, le=20, description="Passages retrieved for each message.")
+    widget: bool = Field(
+        False, description="The web chat widget may talk to it (with a widget-scoped key)."
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> AssistantConfig:

@@ -130,16 +130,32 @@ def _end_user(row: Any) -> EndUser:
     return EndUser(row.id, row.org_id, row.channel, row.external_id, aware(row.created_at))
 
 
-def end_user(conn: Connection, org_id: int, channel: str, external_id: str) -> EndUser:
-    """The end user with this identity on this channel, made on first sight."""
+def check_external_id(external_id: str) -> str:
+    """An end user's id on a channel, trimmed; refused when empty or too long."""
     external_id = external_id.strip()
     if not external_id or len(external_id) > MAX_EXTERNAL_ID:
         raise InvalidRequest(f"an end user id has 1-{MAX_EXTERNAL_ID} characters", param="user")
-    query = select(end_users).where(
+    return external_id
+
+
+def _by_identity(org_id: int, channel: str, external_id: str) -> Any:
+    return select(end_users).where(
         end_users.c.org_id == org_id,
         end_users.c.channel == channel,
         end_users.c.external_id == external_id,
     )
+
+
+def peek_end_user(conn: Connection, org_id: int, channel: str, external_id: str) -> EndUser | None:
+    """The end user with this identity, if there is one (nothing is written)."""
+    row = conn.execute(_by_identity(org_id, channel, check_external_id(external_id))).one_or_none()
+    return None if row is None else _end_user(row)
+
+
+def end_user(conn: Connection, org_id: int, channel: str, external_id: str) -> EndUser:
+    """The end user with this identity on this channel, made on first sight."""
+    external_id = check_external_id(external_id)
+    query = _by_identity(org_id, channel, external_id)
     now = datetime.now(UTC)
     row = conn.execute(query).one_or_none()
     if row is None:
@@ -242,6 +258,7 @@ def list_page(
     org_id: int,
     *,
     assistant_id: int | None = None,
+    end_user_id: int | None = None,
     status: Status | None = None,
     limit: int = 20,
     after: int | None = None,
@@ -250,6 +267,8 @@ def list_page(
     query = select(conversations).where(conversations.c.org_id == org_id)
     if assistant_id is not None:
         query = query.where(conversations.c.assistant_id == assistant_id)
+    if end_user_id is not None:
+        query = query.where(conversations.c.end_user_id == end_user_id)
     if status is not None:
         query = query.where(conversations.c.status == status)
     if after is not None:
@@ -427,3 +446,16 @@ def forget(
     if memory_id is not None and not gone:
         raise NotFound(f"memory {memory_id} not found", param="memory")
     return int(gone)
+
+
+def forget_one(conn: Connection, org_id: int, assistant_id: int, memory_id: int) -> None:
+    """Delete one memory of this assistant, whoever it is about."""
+    gone = conn.execute(
+        delete(memories).where(
+            memories.c.org_id == org_id,
+            memories.c.assistant_id == assistant_id,
+            memories.c.id == memory_id,
+        )
+    ).rowcount
+    if not gone:
+        raise NotFound(f"memory {memory_id} not found", param="memory")

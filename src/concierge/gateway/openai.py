@@ -26,6 +26,7 @@ from starlette.responses import Response
 from concierge.errors import ConciergeError, InvalidRequest, ModelNotFound
 from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
+from concierge.gateway.conversations import ASSISTANT_PREFIX, chat_with_assistant
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
 from concierge.gateway.responses import JSON, SSE_DONE, EventStream, sse_event
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -109,6 +110,8 @@ BODY_MODELS: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, 
 async def chat_completions(request: Request) -> Response:
     key = await inference_key(request)
     body = await parse(request, ChatCompletionRequest)
+    if body.model.startswith(ASSISTANT_PREFIX):
+        return await chat_with_assistant(request, key, body)
     return await _generate(request, key, "chat.completions", body, chat=True)
 
 

@@ -75,7 +75,7 @@ class ImagePart(_Strict):
 Content = str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
 
 
-def _text(content: Content | None, where: str) -> str | None:
+def message_text(content: Content | None, where: str) -> str | None:
     if content is None or isinstance(content, str):
         return content
     if any(isinstance(part, ImagePart) for part in content):
@@ -261,13 +261,13 @@ class ChatCompletionRequest(_Sampling):
 def _message(m: SystemMessage | UserMessage | AssistantMessage | ToolMessage, i: int) -> Message:
     where = f"messages.{i}.content"
     if isinstance(m, SystemMessage):
-        return Message("system", _text(m.content, where), name=m.name)
+        return Message("system", message_text(m.content, where), name=m.name)
     if isinstance(m, UserMessage):
-        return Message("user", _text(m.content, where), name=m.name)
+        return Message("user", message_text(m.content, where), name=m.name)
     if isinstance(m, ToolMessage):
-        return Message("tool", _text(m.content, where), tool_call_id=m.tool_call_id)
+        return Message("tool", message_text(m.content, where), tool_call_id=m.tool_call_id)
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or [])
-    return Message("assistant", _text(m.content, where), tool_calls=calls, name=m.name)
+    return Message("assistant", message_text(m.content, where), tool_calls=calls, name=m.name)
 
 
 class CompletionRequest(_Sampling):
@@ -502,3 +502,33 @@ AssistantUpdate: type[BaseModel] = create_model(
     __base__=_Strict,
     **{"name": (Name | None, None), **_optional(AssistantConfig)},
 )
+
+
+# -- conversations ---------------------------------------------------------------------------
+
+ExternalId = Annotated[str, Field(min_length=1, max_length=256)]
+MessageText = Annotated[str, Field(min_length=1, max_length=16_000)]
+
+
+class ConversationIn(_Strict):
+    """Start a conversation for an end user (their id in your system)."""
+
+    user: ExternalId
+
+
+class MessageIn(_Strict):
+    """A user message; the reply streams as Server-Sent Events when ``stream`` is true."""
+
+    content: MessageText
+    stream: bool = False
+
+
+class HumanMessageIn(_Strict):
+    """A human operator's reply; the conversation stays with people until handed back."""
+
+    content: MessageText
+    author: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class HandoffIn(_Strict):
+    reason: Annotated[str, Field(max_length=500)] | None = None

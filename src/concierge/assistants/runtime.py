@@ -1,0 +1,592 @@
+"""The reply pipeline: one user message in, one assistant reply out, as a stream of events.
+
+Every entry point (``/v1/assistants/.../messages``, ``model="assistant:<name>"`` on
+``/v1/chat/completions``, the web widget, later the messaging channels) builds an
+:class:`Inbound` and consumes :meth:`Runtime.reply`. The steps, each a small function:
+
+1. :func:`Runtime._load` — the assistant's current version, the end user, the conversation,
+   the recent turns and the user's memories, in one read;
+2. a conversation in a human's hands gets the message stored and no model reply;
+3. :func:`concierge.assistants.retrieval.retrieve` — passages for the message;
+4. :func:`concierge.assistants.prompt.build` — the prompt within the token budget, untrusted
+   text spotlighted;
+5. the model call, streamed, and the tool loop, bounded by ``max_tool_steps`` model calls and
+   ``max_tool_seconds`` of tool time; built-in tools and the operator's HTTP tools;
+6. :func:`Runtime._store` — the user's turn, the reply turn, saved memories and a handoff, in
+   one transaction.
+
+Failure rules: if the model fails before the reply has any text, the error propagates and
+nothing is stored (the user can simply send again). Once text has been produced, the reply is
+stored as it stands — ``partial`` when the client went away (generation is stopped), ``failed``
+with the error when the model broke off — so what the user saw is on record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import anyio
+from sqlalchemy import Connection
+
+from concierge.assistants import definitions
+from concierge.assistants.definitions import Assistant, AssistantConfig
+from concierge.assistants.prompt import HistoryTurn, Passage, Spotlight, build
+from concierge.assistants.retrieval import retrieve
+from concierge.assistants.tools import ToolResult, call_http_tool, parse_arguments
+from concierge.config import Settings
+from concierge.conversations import store
+from concierge.conversations.store import Conversation, EndUser, Turn
+from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
+from concierge.knowledge.service import Knowledge
+from concierge.models.base import (
+    Finish,
+    GenerationRequest,
+    Message,
+    Model,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+from concierge.models.registry import ModelRegistry, generate_batches
+from concierge.store import Database
+
+log = logging.getLogger(__name__)
+HISTORY_TURNS = 40  # the most turns read back for the conversation window
+MAX_MESSAGE_CHARS = 16_000
+HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
+_CITE = re.compile(r"\[(\d{1,2})\]")
+
+BUILTIN_SPECS: dict[str, ToolSpec] = {
+    "search_knowledge": ToolSpec(
+        "search_knowledge",
+        "Search the business's knowledge base for passages about a question.",
+        {
+            "type": "object",
+            "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 500}},
+            "required": ["query"],
+            "additionalProperties": False,
+        },
+    ),
+    "remember": ToolSpec(
+        "remember",
+        "Save a lasting fact the user told you about themselves (a preference, their size, "
+        "their order number) so you remember it in later conversations.",
+        {
+            "type": "object",
+            "properties": {"fact": {"type": "string", "minLength": 1, "maxLength": 500}},
+            "required": ["fact"],
+            "additionalProperties": False,
+        },
+    ),
+    "handoff_to_human": ToolSpec(
+        "handoff_to_human",
+        "Hand the conversation to a human colleague: when the user asks for a person, is "
+        "upset, or needs something you cannot do.",
+        {
+            "type": "object",
+            "properties": {"reason": {"type": "string", "maxLength": 500}},
+            "required": ["reason"],
+            "additionalProperties": False,
+        },
+    ),
+}
+
+
+# -- what goes in and what comes out ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One user message for an assistant, from any channel."""
+
+    org_id: int
+    assistant: int | str  # id or name
+    channel: str  # "api", "web", later "whatsapp", ...
+    external_id: str  # the end user's identity on that channel
+    text: str
+    conversation_id: int | None = None  # None: continue the latest on this channel, or start
+    new_conversation: bool = False  # start a new one even if there is a latest
+    history: Sequence[HistoryTurn] | None = None  # the caller's own history (OpenAI door)
+    priority_key: str | None = None  # who waits in the model's fair queue
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolUsed:
+    """A tool call and its result (or failure), as recorded on the turn."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The last event: what was stored."""
+
+    conversation: Conversation
+    user_turn: Turn
+    reply: Turn | None  # None while a human has the conversation
+    citations: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+ReplyEvent = Delta | ToolUsed | Completed
+
+
+@dataclass
+class _Context:
+    """What step 1 loads."""
+
+    assistant: Assistant
+    config: AssistantConfig
+    user: EndUser
+    conversation: Conversation | None
+    history: list[HistoryTurn]
+    memories: list[str]
+
+
+@dataclass
+class _Progress:
+    """The reply as it is being produced, stored whatever way the turn ends."""
+
+    text: list[str] = field(default_factory=list)
+    tool_records: list[dict[str, Any]] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)
+    handoff: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: str = "complete"
+    error: str | None = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text).strip()
+
+
+def citations_for(text: str, passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """The passages the reply cites by number ("[2]"); all of them when it cites none.
+
+    A base model seldom writes citation marks, yet its answer was still built from these
+    passages, so they are the honest sources to show.
+    """
+    cited = [int(n) for n in _CITE.findall(text)]
+    chosen = [passages[n - 1] for n in dict.fromkeys(cited) if 1 <= n <= len(passages)]
+    return [p.citation() for p in (chosen or passages)]
+
+
+# -- the runtime -----------------------------------------------------------------------------
+
+
+class Runtime:
+    def __init__(
+        self, db: Database, registry: ModelRegistry, knowledge: Knowledge, settings: Settings
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.knowledge = knowledge
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60)
+            )
+        return self._session
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def default_model(self) -> str:
+        if self.settings.llm_enabled and self.settings.llm_model_name in self.registry.models:
+            return self.settings.llm_model_name
+        if not self.registry.models:
+            raise ServiceUnavailable("no chat model is configured on this server")
+        return next(iter(self.registry.models))
+
+    def route(self, config: AssistantConfig) -> list[Model]:
+        chain: list[Model] = []
+        for name in [config.model or self.default_model(), *config.fallback_models]:
+            for model in self.registry.route(name):
+                if model not in chain:
+                    chain.append(model)
+        return chain
+
+    # -- conversations ---------------------------------------------------------------------
+
+    async def start_conversation(
+        self, org_id: int, assistant_ref: int | str, channel: str, external_id: str
+    ) -> tuple[Conversation, list[Turn]]:
+        """A new conversation, opened with the assistant's greeting when it has one."""
+
+        def write(conn: Connection) -> tuple[Conversation, list[Turn]]:
+            assistant = definitions.get(conn, org_id, assistant_ref)
+            user = store.end_user(conn, org_id, channel, external_id)
+            conversation = store.create(conn, org_id, assistant.id, user, channel)
+            opening: list[Turn] = []
+            if assistant.config.greeting:
+                opening.append(
+                    store.add_turn(
+                        conn,
+                        conversation,
+                        "assistant",
+                        assistant.config.greeting,
+                        assistant_version=assistant.version,
+                    )
+                )
+            return conversation, opening
+
+        return await self.db.write(write)
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    async def reply(self, inbound: Inbound) -> AsyncGenerator[ReplyEvent, None]:
+        """Run the pipeline for ``inbound``; the last event is :class:`Completed`."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        text = inbound.text.strip()
+        if not text:
+            raise InvalidRequest("the message is empty", param="content")
+
+        ctx = await self.db.read(lambda conn: self._load(conn, inbound))
+        timings["load_ms"] = _ms(started)
+
+        if ctx.conversation is not None and ctx.conversation.status != "assistant":
+            # A person has the conversation: the message waits for them, the model stays out.
+            stored = await self.db.write(lambda conn: self._store_waiting(conn, ctx, text))
+            timings["total_ms"] = _ms(started)
+            yield Completed(stored[0], stored[1], None, [], timings)
+            return
+
+        config = ctx.config
+        mark = time.perf_counter()
+        passages = await retrieve(
+            self.knowledge, inbound.org_id, config.knowledge_bases, text, config.retrieval_k
+        )
+        timings["retrieval_ms"] = _ms(mark)
+
+        mark = time.perf_counter()
+        spotlight = Spotlight()
+        built = build(
+            instructions=config.instructions,
+            message=text,
+            history=ctx.history,
+            passages=passages,
+            memories=ctx.memories,
+            max_context_tokens=config.max_context_tokens,
+            max_reply_tokens=config.max_reply_tokens,
+            spotlight=spotlight,
+        )
+        route = self.route(config)
+        tools = self._tool_specs(config)
+        timings["prompt_ms"] = _ms(mark)
+
+        progress = _Progress(passages=list(built.passages))
+        messages = list(built.messages)
+        tool_deadline: float | None = None
+        model_s = 0.0
+        tools_s = 0.0
+        finished = False
+        try:
+            for step in range(config.max_tool_steps + 1):
+                last = step == config.max_tool_steps or progress.handoff is not None
+                request = GenerationRequest(
+                    model=route[0].model_id,
+                    messages=messages,
+                    max_tokens=config.max_reply_tokens,
+                    temperature=config.temperature,
+                    tools=[] if last else tools,
+                    tool_choice=None if last or not tools else "auto",
+                    user=f"{inbound.channel}:{inbound.external_id}"[:256],
+                    priority_key=inbound.priority_key or f"user:{ctx.user.id}",
+                )
+                calls: dict[int, dict[str, str]] = {}
+                step_text: list[str] = []
+                mark = time.perf_counter()
+                async for model, batch in generate_batches(route, request):
+                    progress.model = model.model_id
+                    for event in batch:
+                        if isinstance(event, TextDelta):
+                            if event.text:
+                                step_text.append(event.text)
+                                progress.text.append(event.text)
+                                yield Delta(event.text)
+                        elif isinstance(event, ToolCallDelta):
+                            call = calls.setdefault(
+                                event.index, {"id": "", "name": "", "arguments": ""}
+                            )
+                            call["id"] = event.id or call["id"]
+                            call["name"] = event.name or call["name"]
+                            call["arguments"] += event.arguments
+                        elif isinstance(event, Finish):
+                            _add_usage(progress, event.usage)
+                model_s += time.perf_counter() - mark
+                if not calls:
+                    break
+                mark = time.perf_counter()
+                if tool_deadline is None:
+                    tool_deadline = time.monotonic() + config.max_tool_seconds
+                made = [
+                    ToolCall(c["id"] or f"call_{uuid.uuid4().hex[:24]}", c["name"], c["arguments"])
+                    for _, c in sorted(calls.items())
+                ]
+                messages.append(Message("assistant", "".join(step_text) or None, tuple(made)))
+                for call_made in made:
+                    result = await self._run_tool(
+                        call_made, config, ctx, inbound, progress, tool_deadline
+                    )
+                    progress.tool_records.append(result.record())
+                    yield ToolUsed(result.record())
+                    messages.append(
+                        Message(
+                            "tool",
+                            spotlight.wrap("tool_result", result.content, call_made.name),
+                            tool_call_id=call_made.id,
+                            name=call_made.name,
+                        )
+                    )
+                tools_s += time.perf_counter() - mark
+            finished = True
+        except (asyncio.CancelledError, GeneratorExit):
+            progress.status = "partial"
+            raise
+        except ConciergeError as exc:
+            if not progress.text and not progress.handoff:
+                raise  # nothing was said: nothing is stored
+            progress.status, progress.error = "failed", exc.message
+            log.warning("assistant reply broke off after output: %s", exc.message)
+        except Exception:
+            if not progress.text and not progress.handoff:
+                raise
+            progress.status, progress.error = "failed", "internal error"
+            log.exception("assistant reply broke off after output")
+        finally:
+            if not finished and progress.status == "partial" and progress.text:
+                # The client went away mid-reply: keep what it was shown.
+                with anyio.CancelScope(shield=True):
+                    await self._save(ctx, inbound, text, progress, timings, started)
+        timings["model_ms"] = round(model_s * 1000, 2)
+        timings["tools_ms"] = round(tools_s * 1000, 2)
+        if progress.handoff is not None and not progress.content:
+            progress.text.append(HANDOFF_NOTICE)
+            yield Delta(HANDOFF_NOTICE)
+        yield await self._save(ctx, inbound, text, progress, timings, started)
+
+    # -- step 1: load ----------------------------------------------------------------------
+
+    def _load(self, conn: Connection, inbound: Inbound) -> _Context:
+        assistant = definitions.get(conn, inbound.org_id, inbound.assistant)
+        if inbound.conversation_id is not None:
+            conversation: Conversation | None = store.get(
+                conn, inbound.org_id, inbound.conversation_id
+            )
+            assert conversation is not None
+            if conversation.assistant_id != assistant.id:
+                raise NotFound(
+                    f"conversation {inbound.conversation_id} not found", param="conversation"
+                )
+            user = store.get_end_user(conn, inbound.org_id, conversation.end_user_id)
+        else:
+            known = store.peek_end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
+            conversation = None
+            if known is None:  # made when the turn is stored
+                identity = store.check_external_id(inbound.external_id)
+                user = EndUser(0, inbound.org_id, inbound.channel, identity, datetime.now(UTC))
+            else:
+                user = known
+                if not inbound.new_conversation:
+                    conversation = store.latest(
+                        conn, inbound.org_id, assistant.id, user, inbound.channel
+                    )
+        if inbound.history is not None:
+            history = list(inbound.history)
+        elif conversation is not None:
+            history = [
+                HistoryTurn(t.role, t.content)
+                for t in store.recent_turns(conn, conversation, HISTORY_TURNS)
+                if t.content
+            ]
+        else:
+            history = []
+        memories = (
+            [m.fact for m in store.memories_of(conn, inbound.org_id, assistant.id, user)]
+            if user.id
+            else []
+        )
+        return _Context(assistant, assistant.config, user, conversation, history, memories)
+
+    # -- step 5: tools ---------------------------------------------------------------------
+
+    def _tool_specs(self, config: AssistantConfig) -> list[ToolSpec]:
+        specs = [
+            BUILTIN_SPECS[name]
+            for name in config.builtin_tools
+            if name != "search_knowledge" or config.knowledge_bases
+        ]
+        specs += [ToolSpec(t.name, t.description, t.parameters) for t in config.tools]
+        return specs
+
+    async def _run_tool(
+        self,
+        call: ToolCall,
+        config: AssistantConfig,
+        ctx: _Context,
+        inbound: Inbound,
+        progress: _Progress,
+        deadline: float,
+    ) -> ToolResult:
+        started = time.perf_counter()
+        seconds_left = deadline - time.monotonic()
+        http_tool = next((t for t in config.tools if t.name == call.name), None)
+        if http_tool is not None:
+            return await call_http_tool(
+                http_tool, call.arguments, self._http(), seconds_left=seconds_left
+            )
+        spec = BUILTIN_SPECS.get(call.name)
+        if spec is None or call.name not in config.builtin_tools:
+            return _tool_failure(call, f"there is no tool named {call.name!r}", started)
+        arguments = parse_arguments(call.name, spec.parameters, call.arguments)
+        if isinstance(arguments, str):
+            return _tool_failure(call, arguments, started)
+        if seconds_left <= 0:
+            return _tool_failure(call, "no tool time left in this turn", started)
+        if call.name == "search_knowledge":
+            try:
+                async with asyncio.timeout(seconds_left):
+                    found = await retrieve(
+                        self.knowledge,
+                        inbound.org_id,
+                        config.knowledge_bases,
+                        arguments["query"],
+                        max(config.retrieval_k, 1),
+                    )
+            except TimeoutError:
+                return _tool_failure(call, "the search took too long", started, arguments)
+            lines = []
+            for passage in found:
+                if passage not in progress.passages:
+                    progress.passages.append(passage)
+                number = progress.passages.index(passage) + 1
+                label = f"[{number}] {passage.title or 'untitled'}"
+                if passage.location:
+                    label += f" ({passage.location})"
+                lines.append(f"{label}\n{passage.text}")
+            content = "\n\n".join(lines) or "Nothing in the knowledge base matches that query."
+            return ToolResult(call.name, arguments, content, None, _ms(started))
+        if call.name == "remember":
+            fact = " ".join(str(arguments["fact"]).split())
+            progress.memories.append(fact)
+            return ToolResult(call.name, arguments, f"Saved: {fact}", None, _ms(started))
+        # handoff_to_human
+        progress.handoff = str(arguments.get("reason") or "").strip() or "requested by the model"
+        return ToolResult(
+            call.name,
+            arguments,
+            "The conversation is now in a human colleague's queue. Tell the user briefly.",
+            None,
+            _ms(started),
+        )
+
+    # -- step 6: store ---------------------------------------------------------------------
+
+    async def _save(
+        self,
+        ctx: _Context,
+        inbound: Inbound,
+        text: str,
+        progress: _Progress,
+        timings: dict[str, float],
+        started: float,
+    ) -> Completed:
+        mark = time.perf_counter()
+        citations = citations_for(progress.content, progress.passages)
+        latency = _ms(started)
+
+        def write(conn: Connection) -> tuple[Conversation, Turn, Turn]:
+            user = (
+                ctx.user
+                if ctx.user.id
+                else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
+            )
+            conversation = ctx.conversation or store.create(
+                conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
+            )
+            asked = store.add_turn(conn, conversation, "user", text)
+            answered = store.add_turn(
+                conn,
+                conversation,
+                "assistant",
+                progress.content,
+                status=progress.status,
+                citations=citations,
+                tool_calls=progress.tool_records,
+                assistant_version=ctx.assistant.version,
+                model=progress.model,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
+                latency_ms=latency,
+                error=progress.error,
+            )
+            for fact in progress.memories:
+                store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, answered.id)
+            if progress.handoff is not None:
+                conversation = store.set_status(conn, conversation, "handoff", progress.handoff)
+            return conversation, asked, answered
+
+        conversation, asked, answered = await self.db.write(write)
+        timings["storage_ms"] = _ms(mark)
+        timings["total_ms"] = _ms(started)
+        return Completed(conversation, asked, answered, citations, timings)
+
+    def _store_waiting(
+        self, conn: Connection, ctx: _Context, text: str
+    ) -> tuple[Conversation, Turn]:
+        assert ctx.conversation is not None
+        turn = store.add_turn(conn, ctx.conversation, "user", text)
+        return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn
+
+
+def _add_usage(progress: _Progress, usage: Usage) -> None:
+    progress.prompt_tokens += usage.prompt_tokens
+    progress.completion_tokens += usage.completion_tokens
+
+
+def _tool_failure(call: ToolCall, error: str, started: float, arguments: Any = None) -> ToolResult:
+    shown = arguments if arguments is not None else _loads(call.arguments)
+    return ToolResult(
+        call.name, shown, f"The tool {call.name} failed: {error}", error, _ms(started)
+    )
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)

@@ -1,0 +1,490 @@
+"""Conversations over the API: start one, send messages, read turns; the human handoff queue;
+an end user's memories.
+
+Everything is scoped to the caller's organisation inside the query: another organisation's
+conversation is "not found", like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import Connection
+from starlette.responses import Response
+
+from concierge import names
+from concierge.assistants import definitions
+from concierge.assistants.prompt import HistoryTurn
+from concierge.assistants.runtime import Completed, Delta, Inbound, ReplyEvent, Runtime, ToolUsed
+from concierge.conversations import store
+from concierge.conversations.store import Conversation, Turn
+from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
+from concierge.gateway.auth import InferenceKey, inference_key
+from concierge.gateway.body import json_body, parse
+from concierge.gateway.replies import respond
+from concierge.gateway.responses import JSON, SSE_DONE, sse_event
+from concierge.gateway.schemas import (
+    MAX_ID,
+    AssistantMessage,
+    ChatCompletionRequest,
+    ConversationIn,
+    HandoffIn,
+    HumanMessageIn,
+    MessageIn,
+    RowId,
+    UserMessage,
+    message_text,
+)
+from concierge.keys import ApiKey
+from concierge.models.base import Usage
+from concierge.store import Database
+
+router = APIRouter(prefix="/v1", tags=["Conversations"])
+BODY_MODELS: list[type[BaseModel]] = [ConversationIn, MessageIn, HumanMessageIn, HandoffIn]
+API_CHANNEL = "api"
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.concierge.db
+    return db
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.concierge.runtime
+    return runtime
+
+
+def sse(name: str, data: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def reply_body(completed: Completed) -> dict[str, Any]:
+    return {
+        "object": "conversation.reply",
+        "conversation": completed.conversation.to_dict(),
+        "user_turn": completed.user_turn.to_dict(),
+        "reply": completed.reply.to_dict() if completed.reply else None,
+        "citations": completed.citations,
+    }
+
+
+class NativeFormat:
+    """``turn.delta`` / ``turn.tool`` / ``turn.completed`` / ``error`` events."""
+
+    def whole(self, completed: Completed) -> dict[str, Any]:
+        return reply_body(completed)
+
+    def event(self, event: ReplyEvent) -> bytes:
+        if isinstance(event, Delta):
+            return sse("turn.delta", {"content": event.text})
+        if isinstance(event, ToolUsed):
+            return sse("turn.tool", event.record)
+        return sse("turn.completed", reply_body(event))
+
+    def error(self, exc: ConciergeError) -> bytes:
+        return sse("error", exc.to_dict())
+
+
+def _page(rows: list[Any], more: bool) -> dict[str, Any]:
+    data = [r.to_dict() for r in rows]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
+
+
+# -- conversations of an assistant -----------------------------------------------------------
+
+
+@router.post(
+    "/assistants/{assistant}/conversations",
+    status_code=201,
+    summary="Start a conversation (opens with the greeting)",
+    openapi_extra=json_body(ConversationIn),
+)
+async def start_conversation(assistant: str, request: Request) -> JSON:
+    key = await inference_key(request)
+    body = await parse(request, ConversationIn)
+    conversation, opening = await _runtime(request).start_conversation(
+        key.org_id, assistant, API_CHANNEL, body.user
+    )
+    return JSON(
+        {**conversation.to_dict(), "turns": [t.to_dict() for t in opening]}, status_code=201
+    )
+
+
+@router.get("/assistants/{assistant}/conversations", summary="An assistant's conversations")
+async def list_assistant_conversations(
+    assistant: str,
+    request: Request,
+    key: InferenceKey,
+    user: str | None = Query(None, max_length=256, description="Only this end user's (API id)."),
+    limit: int = Query(20, ge=1, le=100),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+) -> JSON:
+    def read(conn: Connection) -> dict[str, Any]:
+        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
+        end_user_id = None
+        if user is not None:
+            who = store.peek_end_user(conn, key.org_id, API_CHANNEL, user)
+            if who is None:
+                return _page([], False)
+            end_user_id = who.id
+        rows, more = store.list_page(
+            conn,
+            key.org_id,
+            assistant_id=found.id,
+            end_user_id=end_user_id,
+            limit=limit,
+            after=after,
+        )
+        return _page(rows, more)
+
+    return JSON(await _db(request).read(read))
+
+
+@router.post(
+    "/assistants/{assistant}/conversations/{conversation}/messages",
+    summary="Send a message and get the assistant's reply (streamed with stream: true)",
+    openapi_extra=json_body(MessageIn),
+)
+async def send_message(assistant: str, conversation: RowId, request: Request) -> Response:
+    key = await inference_key(request)
+    body = await parse(request, MessageIn)
+    inbound = Inbound(
+        org_id=key.org_id,
+        assistant=assistant,
+        channel=API_CHANNEL,
+        external_id="-",
+        text=body.content,
+        conversation_id=conversation,
+    )
+    events = _runtime(request).reply(inbound)
+    return await respond(
+        request, key, "assistants.messages", events, NativeFormat(), stream=body.stream
+    )
+
+
+# -- conversations of the organisation: reading, and the human queue ------------------------
+
+
+@router.get("/conversations", summary="Conversations; status=handoff is the human queue")
+async def list_conversations(
+    request: Request,
+    key: InferenceKey,
+    status: Literal["assistant", "handoff", "human"] | None = None,
+    assistant: int | None = Query(None, ge=0, le=MAX_ID),
+    limit: int = Query(20, ge=1, le=100),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+) -> JSON:
+    # The queue is served oldest first (first come, first served); other lists newest first.
+    oldest_first = status == "handoff"
+    rows, more = await _db(request).read(
+        lambda conn: store.list_page(
+            conn,
+            key.org_id,
+            assistant_id=assistant,
+            status=status,
+            limit=limit,
+            after=after,
+            oldest_first=oldest_first,
+        )
+    )
+    return JSON(_page(rows, more))
+
+
+@router.get("/conversations/{conversation}", summary="Retrieve a conversation")
+async def get_conversation(conversation: RowId, request: Request, key: InferenceKey) -> JSON:
+    found = await _db(request).read(lambda conn: store.get(conn, key.org_id, conversation))
+    return JSON(found.to_dict())
+
+
+@router.get("/conversations/{conversation}/turns", summary="A conversation's turns, oldest first")
+async def list_turns(
+    conversation: RowId,
+    request: Request,
+    key: InferenceKey,
+    limit: int = Query(100, ge=1, le=500),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+) -> JSON:
+    def read(conn: Connection) -> tuple[list[Turn], bool]:
+        found = store.get(conn, key.org_id, conversation)
+        return store.list_turns(conn, found, after=after, limit=limit)
+
+    rows, more = await _db(request).read(read)
+    return JSON(_page(rows, more))
+
+
+@router.post(
+    "/conversations/{conversation}/human_messages",
+    status_code=201,
+    summary="Reply as a human operator (takes the conversation from the assistant)",
+    openapi_extra=json_body(HumanMessageIn),
+)
+async def human_message(conversation: RowId, request: Request) -> JSON:
+    key = await inference_key(request)
+    body = await parse(request, HumanMessageIn)
+
+    def write(conn: Connection) -> Turn:
+        found = store.get(conn, key.org_id, conversation)
+        if found.status != "human":
+            found = store.set_status(conn, found, "human")
+        return store.add_turn(
+            conn, found, "human", body.content.strip(), author=body.author or key.name
+        )
+
+    turn = await _db(request).write(write)
+    return JSON(turn.to_dict(), status_code=201)
+
+
+@router.post(
+    "/conversations/{conversation}/handoff",
+    summary="Put a conversation in the human queue",
+    openapi_extra=json_body(HandoffIn),
+)
+async def handoff(conversation: RowId, request: Request) -> JSON:
+    key = await inference_key(request)
+    body = await parse(request, HandoffIn)
+
+    def write(conn: Connection) -> Conversation:
+        found = store.get(conn, key.org_id, conversation)
+        if found.status != "assistant":
+            raise Conflict(f"conversation {conversation} is already with a human")
+        return store.set_status(conn, found, "handoff", body.reason or "by an operator")
+
+    return JSON((await _db(request).write(write)).to_dict())
+
+
+@router.post(
+    "/conversations/{conversation}/handback",
+    summary="Give the conversation back to the assistant",
+)
+async def handback(conversation: RowId, request: Request, key: InferenceKey) -> JSON:
+    def write(conn: Connection) -> Conversation:
+        found = store.get(conn, key.org_id, conversation)
+        return store.set_status(conn, found, "assistant")
+
+    return JSON((await _db(request).write(write)).to_dict())
+
+
+# -- memories ------------------------------------------------------------------------------
+
+
+@router.get("/assistants/{assistant}/memories", summary="What an assistant remembers of a user")
+async def list_memories(
+    assistant: str,
+    request: Request,
+    key: InferenceKey,
+    user: str = Query(..., min_length=1, max_length=256, description="The end user's id."),
+    channel: str = Query(API_CHANNEL, max_length=32),
+) -> JSON:
+    def read(conn: Connection) -> list[Any]:
+        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
+        who = store.peek_end_user(conn, key.org_id, channel, user)
+        if who is None:
+            raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+        return [m.to_dict() for m in store.memories_of(conn, key.org_id, found.id, who)]
+
+    return JSON({"object": "list", "data": await _db(request).read(read)})
+
+
+@router.delete(
+    "/assistants/{assistant}/memories/{memory}", summary="Delete one memory (the user asked)"
+)
+async def delete_memory(assistant: str, memory: RowId, request: Request, key: InferenceKey) -> JSON:
+    def write(conn: Connection) -> None:
+        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
+        store.forget_one(conn, key.org_id, found.id, memory)
+
+    await _db(request).write(write)
+    return JSON({"id": memory, "object": "memory.deleted", "deleted": True})
+
+
+@router.delete("/assistants/{assistant}/memories", summary="Delete everything remembered of a user")
+async def delete_memories(
+    assistant: str,
+    request: Request,
+    key: InferenceKey,
+    user: str = Query(..., min_length=1, max_length=256),
+    channel: str = Query(API_CHANNEL, max_length=32),
+) -> JSON:
+    def write(conn: Connection) -> int:
+        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
+        who = store.peek_end_user(conn, key.org_id, channel, user)
+        if who is None:
+            raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+        return store.forget(conn, key.org_id, found.id, who)
+
+    gone = await _db(request).write(write)
+    return JSON({"object": "memory.deleted", "deleted": gone})
+
+
+# -- the OpenAI door: model="assistant:<name>" on /v1/chat/completions -----------------------
+
+ASSISTANT_PREFIX = "assistant:"
+_REFUSED = ("tools", "tool_choice", "response_format", "n")
+
+
+class OpenAIFormat:
+    """Chat-completion objects, with the reply's ``citations`` on the message and the
+    conversation's id in ``metadata``."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.ident = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.opened = False
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
+
+    @staticmethod
+    def _metadata(completed: Completed) -> dict[str, str]:
+        meta = {
+            "conversation_id": str(completed.conversation.id),
+            "user_turn_id": str(completed.user_turn.id),
+        }
+        if completed.reply is not None:
+            meta["turn_id"] = str(completed.reply.id)
+        meta["conversation_status"] = completed.conversation.status
+        return meta
+
+    def whole(self, completed: Completed) -> dict[str, Any]:
+        reply = completed.reply
+        usage = Usage(reply.prompt_tokens, reply.completion_tokens) if reply else Usage()
+        return {
+            "id": self.ident,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.content if reply else "",
+                        "refusal": None,
+                        "citations": completed.citations,
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage.to_dict(),
+            "metadata": self._metadata(completed),
+        }
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        body: dict[str, Any] = {**self._base(), "choices": [choice]}
+        if self.include_usage:
+            body["usage"] = None
+        return sse_event(body)
+
+    def event(self, event: ReplyEvent) -> bytes:
+        head = b""
+        if not self.opened:
+            self.opened = True
+            head = self._chunk({"role": "assistant", "content": ""})
+        if isinstance(event, Delta):
+            return head + self._chunk({"content": event.text})
+        if isinstance(event, ToolUsed):
+            return head  # the assistant's own tools are not the client's business
+        final = self._chunk({"citations": event.citations}, finish="stop")
+        # The chunk's own metadata field carries the conversation, as on the whole reply.
+        final = (
+            final[: -len(b"}\n\n")]
+            + b',"metadata":'
+            + orjson.dumps(self._metadata(event))
+            + b"}\n\n"
+        )
+        tail = [final]
+        if self.include_usage:
+            reply = event.reply
+            usage = Usage(reply.prompt_tokens, reply.completion_tokens) if reply else Usage()
+            tail.append(sse_event({**self._base(), "choices": [], "usage": usage.to_dict()}))
+        tail.append(SSE_DONE)
+        return head + b"".join(tail)
+
+    def error(self, exc: ConciergeError) -> bytes:
+        return sse_event(exc.to_dict())
+
+
+async def chat_with_assistant(
+    request: Request, key: ApiKey, body: ChatCompletionRequest
+) -> Response:
+    """``/v1/chat/completions`` with ``model="assistant:<name>"``: the reply pipeline.
+
+    The last message is the user's new message. The request's ``user`` names the end user
+    (their id in the caller's system): their conversation continues and their memories apply.
+    Earlier user/assistant messages in the request, if any, are the conversation window;
+    otherwise the stored conversation is. ``metadata.conversation_id`` picks a conversation;
+    without ``user`` every request is a one-off conversation of an anonymous user. The
+    operator's definition decides instructions, tools and sampling: a client's system
+    messages, sampling settings and tools are not applied (tools are refused).
+    """
+    name = body.model[len(ASSISTANT_PREFIX) :]
+    for field_name in _REFUSED:
+        if getattr(body, field_name, None) not in (None, 1):
+            raise InvalidRequest(
+                f"'{field_name}' cannot be used with an assistant; its definition decides",
+                param=field_name,
+            )
+    last = body.messages[-1]
+    if not isinstance(last, UserMessage):
+        raise InvalidRequest(
+            "the last message must be the user's when talking to an assistant",
+            param=f"messages.{len(body.messages) - 1}.role",
+        )
+    text = message_text(last.content, f"messages.{len(body.messages) - 1}.content") or ""
+    history: list[HistoryTurn] = []
+    for i, m in enumerate(body.messages[:-1]):
+        if isinstance(m, UserMessage | AssistantMessage) and m.content is not None:
+            content = message_text(m.content, f"messages.{i}.content") or ""
+            if content.strip():
+                history.append(HistoryTurn(m.role, content))
+    conversation_id: int | None = None
+    raw_id = (body.metadata or {}).get("conversation_id")
+    if raw_id is not None:
+        if not names.is_row_id(raw_id):
+            raise InvalidRequest(
+                "metadata.conversation_id must be a conversation id",
+                param="metadata.conversation_id",
+            )
+        conversation_id = int(raw_id)
+    inbound = Inbound(
+        org_id=key.org_id,
+        assistant=name,
+        channel=API_CHANNEL,
+        external_id=body.user or f"anonymous-{uuid.uuid4().hex}",
+        text=text,
+        conversation_id=conversation_id,
+        new_conversation=body.user is None,
+        history=history or None,
+        priority_key=f"key:{key.id}",
+    )
+    events = _runtime(request).reply(inbound)
+    return await respond(
+        request,
+        key,
+        "chat.completions",
+        events,
+        OpenAIFormat(body.model, body.include_usage),
+        stream=body.stream,
+    )
