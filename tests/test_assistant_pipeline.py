@@ -663,3 +663,37 @@ async def test_an_end_user_id_is_checked_before_the_model_runs(pipeline: Pipelin
     assert_openai_error(door, 400)
     assert pipeline.fake.requests == []
     assert await pipeline.count(memories) == 0
+
+
+async def test_the_embedded_model_answers_through_the_pipeline(
+    client: httpx.AsyncClient, concierge: Concierge
+) -> None:
+    """Gemma 3 270M (a base model, prompt-based tools) runs the whole pipeline end to end."""
+    kb = (await client.post("/v1/knowledge_bases", json={"name": "faq"})).json()
+    added = await client.post(
+        f"/v1/knowledge_bases/{kb['id']}/documents",
+        json={"documents": [{"id": "ship", "title": "Shipping", "text": POLICY}]},
+    )
+    assert added.status_code == 202
+    await concierge.knowledge.wait()
+    made = await client.post(
+        "/v1/assistants",
+        json={
+            "name": "local",
+            "instructions": "You are Acme's support assistant. Answer in one sentence.",
+            "knowledge_bases": [kb["id"]],
+            "max_reply_tokens": 24,
+            "temperature": 0,
+        },
+    )
+    assert made.status_code == 201, made.text
+    cid = (await client.post("/v1/assistants/local/conversations", json={"user": "u"})).json()["id"]
+    out = await client.post(
+        f"/v1/assistants/local/conversations/{cid}/messages",
+        json={"content": "How long does standard shipping take?"},
+    )
+    assert out.status_code == 200, out.text
+    reply = out.json()["reply"]
+    assert reply["status"] == "complete" and reply["model"] == "gemma-3-270m"
+    assert reply["usage"]["completion_tokens"] > 0
+    assert out.json()["citations"][0]["title"] == "Shipping"

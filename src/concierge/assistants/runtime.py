@@ -289,6 +289,10 @@ class Runtime:
         timings["retrieval_ms"] = _ms(mark)
 
         mark = time.perf_counter()
+        route = self.route(config)
+        context = config.max_context_tokens
+        if route[0].context_length:  # never plan for more than the model can read
+            context = min(context, route[0].context_length)
         spotlight = Spotlight()
         built = build(
             instructions=config.instructions,
@@ -296,11 +300,10 @@ class Runtime:
             history=ctx.history,
             passages=passages,
             memories=ctx.memories,
-            max_context_tokens=config.max_context_tokens,
-            max_reply_tokens=config.max_reply_tokens,
+            max_context_tokens=context,
+            max_reply_tokens=min(config.max_reply_tokens, context // 2),
             spotlight=spotlight,
         )
-        route = self.route(config)
         tools = self._tool_specs(config)
         timings["prompt_ms"] = _ms(mark)
 
