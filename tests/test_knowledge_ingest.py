@@ -17,11 +17,13 @@ import pytest
 from sqlalchemy import func, select
 
 from concierge import orgs
+from concierge.app import Concierge
 from concierge.errors import Conflict, InvalidDocument, InvalidRequest, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.ingest import Ingestor, Source, get_job
 from concierge.knowledge.parsers import iter_jsonl
+from concierge.knowledge.service import ingest_now
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
 from concierge.store.tables import chunks, documents, knowledge_bases
@@ -366,3 +368,17 @@ async def test_search_modes_filters_freshness_and_isolation(
             await index.search(kb.org_id, kb.id, "x", embedder, **bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
         await index.search(kb.org_id, kb.id, "   ", embedder)
+
+
+async def test_a_document_without_a_telling_name_keeps_its_format(
+    concierge: Concierge,
+) -> None:
+    """Re-parsing a stored original uses the format found at staging, not the source name
+    (a Markdown file given under another name once lost its headings)."""
+    kb = await concierge.knowledge.create(1, "named")
+    data = b"# Shipping\n\n## Delivery times\n\nStandard shipping takes 3 to 5 working days.\n"
+    source = Source("ship", data, filename="ship.md", source="imported from the old site")
+    await ingest_now(concierge.knowledge, kb, [source])
+    hits = await concierge.knowledge.search(kb, "delivery times", k=1)
+    assert hits[0].headings == ("Shipping", "Delivery times")
+    assert not hits[0].text.startswith("#")

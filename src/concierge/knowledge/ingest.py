@@ -386,6 +386,7 @@ class Ingestor:
                     documents.c.original,
                     documents.c.source,
                     documents.c.content_type,
+                    documents.c.format,
                     documents.c.content_hash,
                     documents.c.job_id,
                 )
@@ -403,7 +404,7 @@ class Ingestor:
         """The row's chunks, each with the text to embed (title first, for context)."""
         try:
             if row.original is not None:
-                doc = parse(row.original, row.source, row.content_type)
+                doc = parse(row.original, row.source, row.content_type, known_format=row.format)
             else:
                 record = CorpusRecord(0, row.external_id, row.title, row.text, {})
                 doc = parse_record(record)

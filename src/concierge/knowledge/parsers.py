@@ -65,6 +65,7 @@ _EXTENSIONS: dict[str, Format] = {
     ".csv": "text",
     ".log": "text",
 }
+_PARSED_FORMATS = frozenset({"pdf", "docx", "html", "markdown", "text"})
 _CONTENT_TYPES: dict[str, Format] = {
     "application/pdf": "pdf",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
@@ -115,15 +116,23 @@ def parse(
     content_type: str | None = None,
     *,
     max_bytes: int | None = None,
+    known_format: str | None = None,
 ) -> ParsedDocument:
-    """Parse one document. Raises :class:`InvalidDocument` (or a subclass) for bad input."""
+    """Parse one document. Raises :class:`InvalidDocument` (or a subclass) for bad input.
+
+    ``known_format``: the format found when the document was first parsed (re-parsing a
+    stored original must not depend on a file name the caller may not have given)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise DocumentTooLarge(
             f"{_name(filename)} is {len(data):,} bytes, over the limit of {max_bytes:,}"
         )
     if not data.strip():
         raise InvalidDocument(f"{_name(filename)} is empty")
-    kind = detect_format(data, filename, content_type)
+    kind: Format = (
+        known_format  # type: ignore[assignment]
+        if known_format in _PARSED_FORMATS
+        else detect_format(data, filename, content_type)
+    )
     parser = {
         "pdf": _parse_pdf,
         "docx": _parse_docx,
