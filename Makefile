@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: install
+	$(BIN)/concierge demo seed
 	$(BIN)/concierge serve
 
 test: install

@@ -180,6 +180,7 @@ EXPECTED = {
         "turn_id",
         "created_at",
     },
+    "server_secrets": {"name", "value", "created_at"},
 }
 
 

@@ -41,6 +41,8 @@ from concierge.metrics import Metrics
 from concierge.models.registry import ModelRegistry
 from concierge.plugins import plugin_manager
 from concierge.store import Database, migrate
+from concierge.web import pages
+from concierge.web.widget import VisitorSigner, WidgetKeys, widget_app
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class Concierge:
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         self.knowledge = Knowledge(self.db, self.registry, settings)
         self.runtime = Runtime(self.db, self.registry, self.knowledge, settings)
+        self.widget_signer = VisitorSigner()
+        self.widget_keys = WidgetKeys(settings.key_cache_seconds)
         self._warmups: list[asyncio.Future[Any]] = []
 
     async def _usage_since(self, api_key_id: int, since: Any) -> int:
@@ -142,6 +146,8 @@ class Concierge:
         app.include_router(conversations.router)
         app.include_router(admin.router)
         app.include_router(health.router)
+        app.include_router(pages.router)
+        app.mount("/widget/v1", widget_app(self))
         app.add_middleware(
             BodySizeLimit,
             max_bytes=self.settings.max_body_bytes,

@@ -181,6 +181,11 @@ class Settings(BaseModel):
     default_tokens_per_minute: int | None = Field(
         None, ge=1, description="Rate limit for new keys without one (tokens/minute)."
     )
+    home_widget: str | None = Field(
+        "acme/acme-support",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}/[^/]{1,200}$",
+        description="ORG/ASSISTANT whose chat widget the page at / shows; empty: none.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -21,7 +21,7 @@ from concierge.store import aware
 from concierge.store.tables import api_keys, organizations
 
 KEY_PREFIX = "sk-cc-"
-SCOPES = frozenset({"admin", "inference"})
+SCOPES = frozenset({"admin", "inference", "widget"})
 DISPLAY_PREFIX_LENGTH = 12
 
 
@@ -206,3 +206,30 @@ def bootstrap_admin(conn: Connection, configured_secret: str | None) -> NewKey |
     if count:
         return None
     return create(conn, org.slug, "admin (generated at first start)", frozenset({"admin"}))
+
+
+WIDGET_KEY_NAME = "web widget"
+
+
+def widget_key(conn: Connection, org_id: int) -> ApiKey:
+    """The key an organisation's web-widget traffic is metered and rate-limited under.
+
+    Made on first use with the ``widget`` scope and a secret nobody is shown (the widget is
+    public; visitors are told apart by signed tokens). Its limits are set like any key's;
+    revoking it switches the widget off for the organisation (a revoked key is returned, and
+    the caller refuses).
+    """
+    query = (
+        _select()
+        .where(api_keys.c.org_id == org_id, api_keys.c.name == WIDGET_KEY_NAME)
+        .where(api_keys.c.scopes == "widget")
+        .order_by(api_keys.c.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).first()
+    if row is not None:
+        return _row(row)
+    slug: str = conn.execute(
+        select(organizations.c.slug).where(organizations.c.id == org_id)
+    ).scalar_one()
+    return create(conn, str(slug), WIDGET_KEY_NAME, frozenset({"widget"})).key

@@ -124,9 +124,24 @@ class AssistantConfig(_Config):
         30.0, gt=0, le=300, description="Time for all tool calls of a turn."
     )
     retrieval_k: int = Field(4, ge=0, le=20, description="Passages retrieved for each message.")
-    widget: bool = Field(
-        False, description="The web chat widget may talk to it (with a widget-scoped key)."
+    widget: bool = Field(False, description="Published on the web chat widget (public).")
+    widget_origins: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Sites allowed to embed the widget, e.g. https://shop.example; "
+        "empty: any site.",
     )
+
+    @field_validator("widget_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+            out.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return out
 
     @model_validator(mode="after")
     def _distinct(self) -> AssistantConfig:

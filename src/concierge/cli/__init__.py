@@ -75,9 +75,9 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from concierge.cli import chat, config, db, kb, keys, models, orgs, serve, usage
+    from concierge.cli import chat, config, db, demo, kb, keys, models, orgs, serve, usage
 
-    for module in (chat, config, db, kb, keys, models, orgs, serve, usage):
+    for module in (chat, config, db, demo, kb, keys, models, orgs, serve, usage):
         main.add_command(module.command)
 
 

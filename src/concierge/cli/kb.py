@@ -48,7 +48,7 @@ def command() -> None:
 
 
 @contextmanager
-def _knowledge(ctx: Context) -> Iterator[Knowledge]:
+def open_knowledge(ctx: Context) -> Iterator[Knowledge]:
     settings = ctx.settings()
     db = Database(settings.resolved_database_url)
     registry = ModelRegistry.from_plugins(plugin_manager(), settings)
@@ -93,7 +93,7 @@ def create(
         options["chunk_tokens"] = chunk_tokens
     if chunk_overlap is not None:
         options["chunk_overlap"] = chunk_overlap
-    with _knowledge(ctx) as knowledge:
+    with open_knowledge(ctx) as knowledge:
         org_id = _org_id(knowledge, org_slug)
         kb = asyncio.run(knowledge.create(org_id, name, **options))
     click.echo(
@@ -109,7 +109,7 @@ def list_kbs(ctx: Context, org_slug: str) -> None:
     """List knowledge bases with their document counts."""
     from concierge.knowledge import documents
 
-    with _knowledge(ctx) as knowledge:
+    with open_knowledge(ctx) as knowledge:
         org_id = _org_id(knowledge, org_slug)
 
         def read(conn: Any) -> list[tuple[bases.KnowledgeBase, dict[str, int]]]:
@@ -138,7 +138,7 @@ def list_kbs(ctx: Context, org_slug: str) -> None:
 @pass_context
 def delete(ctx: Context, ref: str, org_slug: str, yes: bool) -> None:
     """Delete the knowledge base REF (name or id) with all its documents."""
-    with _knowledge(ctx) as knowledge:
+    with open_knowledge(ctx) as knowledge:
         org_id = _org_id(knowledge, org_slug)
         kb = asyncio.run(knowledge.get(org_id, ref))
         if not yes:
@@ -218,7 +218,7 @@ def ingest(
         if not isinstance(extra, dict):
             raise InvalidRequest("--metadata must be a JSON object")
     files = collect(paths)
-    with _knowledge(ctx) as knowledge:
+    with open_knowledge(ctx) as knowledge:
         kb = asyncio.run(knowledge.get(_org_id(knowledge, org_slug), kb_ref))
         sources = _sources(files, extra)
         console = Console(stderr=True)
@@ -332,7 +332,7 @@ def search(
             raise InvalidRequest(f"--filter takes KEY=VALUE, not {item!r}")
         where[key] = value
     search_mode = cast(Mode, mode)
-    with _knowledge(ctx) as knowledge:
+    with open_knowledge(ctx) as knowledge:
         kb = asyncio.run(knowledge.get(_org_id(knowledge, org_slug), kb_ref))
         if queries_file is not None:
             queries = _read_queries(queries_file)

@@ -294,3 +294,12 @@ memories = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_memories_assistant_id_end_user_id", "assistant_id", "end_user_id"),
 )
+
+# Random keys made once per installation, shared by every replica through the database.
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,244 @@
+"""The web chat widget's server side: a small public API under ``/widget/v1``, and the script.
+
+An operator publishes an assistant with ``widget: true`` (and, optionally, the sites allowed to
+embed it in ``widget_origins``) and adds one tag to any page::
+
+    <script src="https://concierge.example/widget.js" data-org="acme"
+            data-assistant="acme-support" defer></script>
+
+The widget has no API key: it is public by design. A visitor gets a signed token (itsdangerous,
+keyed by an installation secret kept in the database) that names them; it is kept in the
+browser's local storage and sent as ``X-Concierge-Visitor``. A visitor sees only their own
+conversations. The traffic is metered and rate-limited under the organisation's ``web widget``
+key (made on first use; set its limits like any key's, or revoke it to switch the widget off).
+Cross-origin calls are allowed (no cookies are involved), and refused from sites outside
+``widget_origins`` when that list is set.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Connection
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from concierge import keys, orgs
+from concierge.assistants import definitions
+from concierge.assistants.definitions import Assistant
+from concierge.assistants.runtime import Inbound, Runtime
+from concierge.conversations import store
+from concierge.conversations.store import Conversation
+from concierge.errors import AuthenticationFailed, NotFound, PermissionDenied
+from concierge.gateway import errors
+from concierge.gateway.body import parse
+from concierge.gateway.conversations import NativeFormat
+from concierge.gateway.replies import respond
+from concierge.gateway.responses import JSON
+from concierge.gateway.schemas import MAX_ID, MessageIn, RowId
+from concierge.keys import ApiKey
+from concierge.store import Database
+from concierge.store.secrets import server_secret
+
+CHANNEL = "web"
+VISITOR_HEADER = "X-Concierge-Visitor"
+TOKEN_MAX_AGE = 400 * 24 * 3600  # a visitor is remembered for about a year (browsers cap it too)
+DISCLOSURE = (
+    "You are chatting with an AI assistant. It can make mistakes; ask for a person at any time."
+)
+
+router = APIRouter()
+
+
+class VisitorSigner:
+    """Visitor tokens, signed with the installation's widget secret (read once)."""
+
+    def __init__(self) -> None:
+        self._serializer: URLSafeTimedSerializer | None = None
+
+    async def get(self, db: Database) -> URLSafeTimedSerializer:
+        if self._serializer is None:
+            secret = await db.write(lambda conn: server_secret(conn, "widget-visitors"))
+            self._serializer = URLSafeTimedSerializer(secret, salt="concierge.widget.visitor")
+        return self._serializer
+
+
+class WidgetKeys:
+    """The ``web widget`` key of each organisation, cached like API keys are."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._keys: dict[int, tuple[ApiKey, float]] = {}
+
+    async def get(self, db: Database, org_id: int) -> ApiKey:
+        hit = self._keys.get(org_id)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            key = hit[0]
+        else:
+            key = await db.write(lambda conn: keys.widget_key(conn, org_id))
+            self._keys[org_id] = (key, now + self.ttl)
+        if key.revoked_at is not None:
+            raise PermissionDenied("the web widget is switched off for this organisation")
+        return key
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.concierge
+
+
+def _db(request: Request) -> Database:
+    db: Database = _state(request).db
+    return db
+
+
+def _published(conn: Connection, request: Request, org: str, name: str) -> Assistant:
+    """The assistant, if it is published on the widget for the calling site."""
+    missing = NotFound(f"no assistant '{name}' is published on the web widget of '{org}'")
+    try:
+        organisation = orgs.get(conn, org)
+        assistant = definitions.get(conn, organisation.id, name)
+    except NotFound:
+        raise missing from None
+    if not assistant.config.widget:
+        raise missing
+    origin = request.headers.get("origin")
+    allowed = assistant.config.widget_origins
+    if allowed and origin is not None and origin.lower() not in allowed:
+        raise PermissionDenied(f"the widget of '{name}' may not be embedded on {origin}")
+    return assistant
+
+
+async def _visitor(request: Request, org_id: int) -> str:
+    token = request.headers.get(VISITOR_HEADER, "")
+    if not token:
+        raise AuthenticationFailed(f"send the visitor token as {VISITOR_HEADER}")
+    signer = await _state(request).widget_signer.get(_db(request))
+    try:
+        data = signer.loads(token, max_age=TOKEN_MAX_AGE)
+    except BadSignature:
+        raise AuthenticationFailed("the visitor token is not valid; start a new session") from None
+    if not isinstance(data, dict) or data.get("o") != org_id or not isinstance(data.get("v"), str):
+        raise AuthenticationFailed("the visitor token is not valid; start a new session")
+    return str(data["v"])
+
+
+def _own(conn: Connection, assistant: Assistant, visitor: str, cid: int) -> Conversation:
+    """The visitor's conversation ``cid`` with this assistant; anything else is not found."""
+    conversation = store.get(conn, assistant.org_id, cid)
+    user = store.get_end_user(conn, assistant.org_id, conversation.end_user_id)
+    if (
+        conversation.assistant_id != assistant.id
+        or conversation.channel != CHANNEL
+        or user.external_id != visitor
+    ):
+        raise NotFound(f"conversation {cid} not found", param="conversation")
+    return conversation
+
+
+@router.get("/{org}/{assistant}", summary="What the widget shows before the first message")
+async def widget_config(org: str, assistant: str, request: Request) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    return JSON(
+        {
+            "object": "widget.config",
+            "assistant": found.name,
+            "greeting": found.config.greeting,
+            "disclosure": DISCLOSURE,
+        }
+    )
+
+
+@router.post("/{org}/{assistant}/visitors", status_code=201, summary="A new visitor token")
+async def new_visitor(org: str, assistant: str, request: Request) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    signer = await _state(request).widget_signer.get(_db(request))
+    visitor = "v_" + secrets.token_urlsafe(16)
+    token = signer.dumps({"o": found.org_id, "v": visitor})
+    return JSON({"object": "widget.visitor", "visitor": visitor, "token": token}, status_code=201)
+
+
+@router.post("/{org}/{assistant}/conversations", status_code=201, summary="Start a conversation")
+async def start(org: str, assistant: str, request: Request) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+    runtime: Runtime = _state(request).runtime
+    conversation, opening = await runtime.start_conversation(
+        found.org_id, found.id, CHANNEL, visitor
+    )
+    return JSON(
+        {**conversation.to_dict(), "turns": [t.to_dict() for t in opening]}, status_code=201
+    )
+
+
+@router.get("/{org}/{assistant}/conversations/{conversation}", summary="A conversation's turns")
+async def turns(
+    org: str,
+    assistant: str,
+    conversation: RowId,
+    request: Request,
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        own = _own(conn, found, visitor, conversation)
+        rows, more = store.list_turns(conn, own, after=after, limit=200)
+        return {
+            **own.to_dict(),
+            "turns": [t.to_dict() for t in rows],
+            "has_more": more,
+        }
+
+    return JSON(await _db(request).read(read))
+
+
+@router.post(
+    "/{org}/{assistant}/conversations/{conversation}/messages",
+    summary="Send a message; the reply streams as Server-Sent Events",
+)
+async def send(org: str, assistant: str, conversation: RowId, request: Request) -> Response:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+    body = await parse(request, MessageIn)
+    await _db(request).read(lambda conn: _own(conn, found, visitor, conversation))
+    key = await _state(request).widget_keys.get(_db(request), found.org_id)
+    inbound = Inbound(
+        org_id=found.org_id,
+        assistant=found.id,
+        channel=CHANNEL,
+        external_id=visitor,
+        text=body.content,
+        conversation_id=conversation,
+        priority_key=f"visitor:{visitor}",
+    )
+    runtime: Runtime = _state(request).runtime
+    return await respond(
+        request, key, "widget.messages", runtime.reply(inbound), NativeFormat(), stream=body.stream
+    )
+
+
+def script() -> bytes:
+    return resources.files("concierge.web").joinpath("static/widget.js").read_bytes()
+
+
+def widget_app(concierge: Any) -> FastAPI:
+    """The widget API as an app of its own, mounted at ``/widget/v1`` (its own CORS rules)."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.concierge = concierge
+    errors.install(app)
+    app.include_router(router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", VISITOR_HEADER],
+        max_age=600,
+    )
+    return app
