@@ -187,7 +187,9 @@ async def test_answers_from_knowledge_with_citations_and_stores_the_turns(
     pipeline.script = lambda body: says("Yes.")
     await pipeline.send(cid, "Even sale items?")
     roles = [m["role"] for m in pipeline.bodies[-1]["messages"]]
-    assert roles == ["system", "assistant", "user", "assistant", "user"]
+    assert roles == ["system", "user", "assistant", "user"]  # the greeting stays out
+    # A reply stops where it would start writing a marker (making up a passage).
+    assert "<<" in pipeline.bodies[-1]["stop"]
 
 
 async def test_streams_deltas_then_the_stored_turn(pipeline: Pipeline) -> None:
@@ -262,7 +264,7 @@ async def test_handoff_round_trip(pipeline: Pipeline) -> None:
         return says("")  # the model says nothing more: the platform tells the user
 
     pipeline.script = script
-    out = (await pipeline.send(cid, "I want to talk to a person")).json()
+    out = (await pipeline.send(cid, "This is the third time my refund is refused!")).json()
     assert out["conversation"]["status"] == "handoff"
     assert out["conversation"]["handoff_reason"] == "asks for a refund exception"
     assert "member of our team" in out["reply"]["content"]
@@ -308,6 +310,23 @@ async def test_handoff_round_trip(pipeline: Pipeline) -> None:
     assert_openai_error(
         await pipeline.client.post(f"/v1/conversations/{cid}/handoff", json={}), 409
     )
+
+
+async def test_an_explicit_request_for_a_person_is_granted_without_the_model(
+    pipeline: Pipeline,
+) -> None:
+    await pipeline.assistant()
+    cid = await pipeline.conversation()
+    out = (await pipeline.send(cid, "Can I speak to a human, please?")).json()
+    assert pipeline.fake.requests == []
+    assert out["conversation"]["status"] == "handoff"
+    assert out["conversation"]["handoff_reason"] == "the user asked for a person"
+    assert out["reply"]["tool_calls"][0]["by"] == "platform"
+    # Without the handoff tool the assistant does not hand off: the model answers.
+    await pipeline.client.patch("/v1/assistants/support", json={"builtin_tools": []})
+    other = await pipeline.conversation(user="cust-2")
+    out = (await pipeline.send(other, "Can I speak to a human, please?")).json()
+    assert out["conversation"]["status"] == "assistant" and len(pipeline.fake.requests) == 1
 
 
 async def _tool_server() -> TestServer:

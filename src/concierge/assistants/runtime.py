@@ -40,6 +40,7 @@ from sqlalchemy import Connection
 
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant, AssistantConfig
+from concierge.assistants.intents import wants_human
 from concierge.assistants.prompt import HistoryTurn, Passage, Spotlight, build
 from concierge.assistants.retrieval import retrieve
 from concierge.assistants.tools import ToolResult, call_http_tool, parse_arguments
@@ -282,6 +283,17 @@ class Runtime:
             return
 
         config = ctx.config
+        if "handoff_to_human" in config.builtin_tools and wants_human(text):
+            # An explicit request for a person is granted by the platform, not left to the model.
+            reason = "the user asked for a person"
+            progress = _Progress(text=[HANDOFF_NOTICE], handoff=reason)
+            progress.tool_records.append(
+                {"name": "handoff_to_human", "arguments": {"reason": reason}, "by": "platform"}
+            )
+            yield Delta(HANDOFF_NOTICE)
+            yield await self._save(ctx, inbound, text, progress, timings, started)
+            return
+
         mark = time.perf_counter()
         passages = await retrieve(
             self.knowledge, inbound.org_id, config.knowledge_bases, text, config.retrieval_k
@@ -323,6 +335,8 @@ class Runtime:
                     temperature=config.temperature,
                     tools=[] if last else tools,
                     tool_choice=None if last or not tools else "auto",
+                    # A model that starts writing a marker is making up a passage: stop it.
+                    stop=["<<"],
                     user=f"{inbound.channel}:{inbound.external_id}"[:256],
                     priority_key=inbound.priority_key or f"user:{ctx.user.id}",
                 )
@@ -427,10 +441,12 @@ class Runtime:
         if inbound.history is not None:
             history = list(inbound.history)
         elif conversation is not None:
+            # Greetings and notices (assistant turns no model wrote) carry nothing to answer
+            # from, and small models tend to repeat them: they stay out of the window.
             history = [
                 HistoryTurn(t.role, t.content)
                 for t in store.recent_turns(conn, conversation, HISTORY_TURNS)
-                if t.content
+                if t.content and not (t.role == "assistant" and t.model is None)
             ]
         else:
             history = []
