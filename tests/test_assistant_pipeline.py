@@ -421,6 +421,15 @@ async def test_tools_that_fail_are_recorded_and_the_assistant_still_answers(
         await server.close()
 
 
+async def test_an_empty_answer_becomes_an_honest_one(pipeline: Pipeline) -> None:
+    await pipeline.assistant()
+    cid = await pipeline.conversation()
+    pipeline.script = lambda body: says("")
+    out = (await pipeline.send(cid, "hello")).json()
+    assert out["reply"]["content"].startswith("Sorry, I could not find an answer")
+    assert out["reply"]["error"] == "the model returned no text"
+
+
 async def test_tool_steps_are_bounded(pipeline: Pipeline) -> None:
     await pipeline.assistant(max_tool_steps=2)
     cid = await pipeline.conversation()

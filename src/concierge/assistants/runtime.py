@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 HISTORY_TURNS = 40  # the most turns read back for the conversation window
 MAX_MESSAGE_CHARS = 16_000
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
+EMPTY_REPLY = (
+    "Sorry, I could not find an answer to that. You can rephrase the question or ask for a "
+    "person."
+)
 _CITE = re.compile(r"\[(\d{1,2})\]")
 
 BUILTIN_SPECS: dict[str, ToolSpec] = {
@@ -410,6 +414,12 @@ class Runtime:
         if progress.handoff is not None and not progress.content:
             progress.text.append(HANDOFF_NOTICE)
             yield Delta(HANDOFF_NOTICE)
+        elif not progress.content:
+            # The model produced nothing usable (it went straight to a stop sequence): the
+            # user gets an honest answer, the turn says what happened.
+            progress.text = [EMPTY_REPLY]
+            progress.error = "the model returned no text"
+            yield Delta(EMPTY_REPLY)
         yield await self._save(ctx, inbound, text, progress, timings, started)
 
     # -- step 1: load ----------------------------------------------------------------------
