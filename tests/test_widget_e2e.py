@@ -1,0 +1,257 @@
+"""The web chat widget in a real browser (Debian's Chromium, driven by Playwright) against a
+real server (``concierge serve`` in a subprocess) with the demo seeded and the embedded model.
+
+Set ``CONCIERGE_SCREENSHOTS=docs/images`` to write the documentation's screenshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import ADMIN_KEY, LiveServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = os.environ.get("CONCIERGE_SCREENSHOTS")
+WIDGET = "#concierge-widget"
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path, db_url: str, models_dir: Path) -> Iterator[LiveServer]:
+    env = {
+        "CONCIERGE_DATA_DIR": str(tmp_path),
+        "CONCIERGE_DATABASE_URL": db_url,
+        "CONCIERGE_MODELS_DIR": str(models_dir),
+        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
+        "CONCIERGE_KEY_CACHE_SECONDS": "0",
+        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
+        "CONCIERGE_LOG_LEVEL": "warning",
+    }
+    seeded = subprocess.run(
+        [sys.executable, "-m", "concierge", "demo", "seed"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    server = LiveServer(env, tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install chromium"
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
+        yield launched
+        await launched.close()
+
+
+async def _shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / name))
+
+
+def _in(selector: str) -> str:
+    return f"{WIDGET} >> css={selector}"
+
+
+async def _ask(page: Page, text: str) -> None:
+    box = page.locator(_in("textarea"))
+    await box.fill(text)
+    await box.press("Enter")
+
+
+async def test_a_visitor_chats_with_citations_and_the_disclosure(
+    demo_server: LiveServer, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(demo_server.url + "/")
+    await expect(page.locator("h1")).to_contain_text("Acme Outfitters")
+
+    launcher = page.locator(_in(".launcher"))
+    await expect(launcher).to_have_attribute("aria-expanded", "false")
+    # Keyboard only: focus the launcher, open with Enter; focus lands in the message box.
+    await launcher.focus()
+    await page.keyboard.press("Enter")
+    await expect(launcher).to_have_attribute("aria-expanded", "true")
+    await expect(page.locator(_in("textarea"))).to_be_focused()
+    await expect(page.locator(_in(".disclosure"))).to_contain_text("AI assistant")
+    await expect(page.locator(_in(".msg.assistant")).first).to_contain_text("Acme's virtual")
+
+    await _ask(page, "How long does standard shipping take?")
+    await expect(page.locator(_in(".msg.user"))).to_contain_text("standard shipping")
+    reply = page.locator(_in(".msg.assistant")).nth(1)
+    await expect(reply.locator(".sources")).to_be_visible(timeout=90_000)
+    assert (await reply.locator(".text").inner_text()).strip()
+    await reply.locator(".sources summary").click()
+    await expect(reply.locator(".sources li").first).to_be_visible()
+    titles = await reply.locator(".sources li strong").all_inner_texts()
+    assert "Shipping and delivery" in titles
+    await _shot(page, "widget-desktop.png")
+
+    # The log is announced to screen readers; Escape closes and gives focus back.
+    assert await page.locator(_in(".log")).get_attribute("aria-live") == "polite"
+    await page.locator(_in("textarea")).focus()
+    await page.keyboard.press("Escape")
+    await expect(page.locator(_in(".panel"))).to_be_hidden()
+    await expect(launcher).to_be_focused()
+
+    # A reload keeps the conversation (the visitor token and conversation are remembered).
+    await page.reload()
+    await page.locator(_in(".launcher")).click()
+    await expect(page.locator(_in(".msg.user"))).to_contain_text("standard shipping")
+    assert errors == []
+
+
+async def test_the_widget_is_readable_on_a_phone(demo_server: LiveServer, browser: Browser) -> None:
+    context = await browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
+    page = await context.new_page()
+    await page.goto(demo_server.url + "/")
+    await page.locator(_in(".launcher")).click()
+    panel = page.locator(_in(".panel"))
+    await expect(panel).to_be_visible()
+    box = await panel.bounding_box()
+    assert box is not None and box["width"] == 390 and box["x"] == 0  # the whole screen
+    await expect(page.locator(_in(".msg.assistant")).first).to_be_visible()
+    font = await page.locator(_in("textarea")).evaluate("e => getComputedStyle(e).fontSize")
+    assert float(font.removesuffix("px")) >= 15  # no zoom-on-focus, readable
+    await _shot(page, "widget-phone.png")
+    await context.close()
+
+
+async def _acme_key(server: LiveServer) -> str:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as admin:
+        made = await admin.post(
+            "/api/keys", json={"org": "acme", "name": "operator", "scopes": ["inference"]}
+        )
+        assert made.status_code == 201, made.text
+        return str(made.json()["key"])
+
+
+async def test_a_handoff_round_trip_through_the_widget(
+    demo_server: LiveServer, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    await page.goto(demo_server.url + "/")
+    await page.locator(_in(".launcher")).click()
+    await expect(page.locator(_in(".msg.assistant")).first).to_be_visible()
+    await _ask(page, "I'd like to talk to a person, please.")
+    await expect(page.locator(_in(".notice"))).to_contain_text("in the queue")
+
+    key = await _acme_key(demo_server)
+    async with httpx.AsyncClient(
+        base_url=demo_server.url, headers={"Authorization": f"Bearer {key}"}
+    ) as operator:
+        queue: list[Any] = (await operator.get("/v1/conversations?status=handoff")).json()["data"]
+        assert len(queue) == 1 and queue[0]["channel"] == "web"
+        cid = queue[0]["id"]
+        sent = await operator.post(
+            f"/v1/conversations/{cid}/human_messages",
+            json={"content": "Hi, I'm Sam from Acme. How can I help?", "author": "Sam"},
+        )
+        assert sent.status_code == 201
+        human = page.locator(_in(".msg.human"))
+        await expect(human).to_contain_text("I'm Sam from Acme", timeout=15_000)
+        await expect(human.locator(".who")).to_have_text("Sam")
+        await _shot(page, "widget-handoff.png")
+
+        # The visitor answers the person; the model stays out while people have it.
+        await _ask(page, "My order 1042 arrived damaged.")
+        await expect(page.locator(_in(".msg.user")).last).to_contain_text("damaged")
+        for _ in range(50):
+            turns = (await operator.get(f"/v1/conversations/{cid}/turns")).json()["data"]
+            if turns[-1]["content"] == "My order 1042 arrived damaged.":
+                break
+            await asyncio.sleep(0.1)
+        assert [t["role"] for t in turns][-2:] == ["human", "user"]
+
+        back = await operator.post(f"/v1/conversations/{cid}/handback")
+        assert back.json()["status"] == "assistant"
+        await expect(page.locator(_in(".notice")).last).to_contain_text(
+            "assistant is back", timeout=15_000
+        )
+
+
+async def test_the_widget_api_refuses_what_it_should(demo_server: LiveServer) -> None:
+    base = demo_server.url + "/widget/v1"
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/acme/nobody")).status_code == 404
+        assert (await client.get("/nobody/acme-support")).status_code == 404
+        made = await client.post("/acme/acme-support/visitors")
+        token = made.json()["token"]
+        # Without a token, or with a forged one: 401.
+        assert (await client.post("/acme/acme-support/conversations")).status_code == 401
+        forged = {"X-Concierge-Visitor": token[:-4] + "AAAA"}
+        assert (
+            await client.post("/acme/acme-support/conversations", headers=forged)
+        ).status_code == 401
+        mine = {"X-Concierge-Visitor": token}
+        started = await client.post("/acme/acme-support/conversations", headers=mine)
+        cid = started.json()["id"]
+        # Another visitor cannot read or write this conversation.
+        other = {
+            "X-Concierge-Visitor": (await client.post("/acme/acme-support/visitors")).json()[
+                "token"
+            ]
+        }
+        assert (
+            await client.get(f"/acme/acme-support/conversations/{cid}", headers=other)
+        ).status_code == 404
+        posted = await client.post(
+            f"/acme/acme-support/conversations/{cid}/messages",
+            headers=other,
+            json={"content": "hi"},
+        )
+        assert posted.status_code == 404
+        bad = await client.post(
+            f"/acme/acme-support/conversations/{cid}/messages", headers=mine, json={"content": ""}
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["message"]
+        # Cross-origin use is allowed (any site may embed it unless widget_origins says not).
+        preflight = await client.options(
+            "/acme/acme-support/visitors",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-concierge-visitor,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+    # An operator restricts the sites: others are refused.
+    key = await _acme_key(demo_server)
+    async with httpx.AsyncClient(
+        base_url=demo_server.url, headers={"Authorization": f"Bearer {key}"}
+    ) as operator:
+        changed = await operator.patch(
+            "/v1/assistants/acme-support", json={"widget_origins": ["https://acme.example"]}
+        )
+        assert changed.status_code == 200, changed.text
+    async with httpx.AsyncClient(base_url=base) as client:
+        refused = await client.get("/acme/acme-support", headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
+        allowed = await client.get("/acme/acme-support", headers={"Origin": "https://acme.example"})
+        assert allowed.status_code == 200
