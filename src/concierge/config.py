@@ -142,7 +142,10 @@ class Settings(BaseModel):
         64, ge=1, le=10000, description="Documents chunked, embedded and written per transaction."
     )
     knowledge_convex_alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of BM25 in convex-combination search (mode=convex)."
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of BM25 in convex-combination search (mode=convex; assistants).",
     )
     max_upload_bytes: int = Field(
         64 * 1024 * 1024,

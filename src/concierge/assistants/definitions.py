@@ -124,6 +124,11 @@ class AssistantConfig(_Config):
         30.0, gt=0, le=300, description="Time for all tool calls of a turn."
     )
     retrieval_k: int = Field(4, ge=0, le=20, description="Passages retrieved for each message.")
+    retrieval_mode: Literal["convex", "hybrid", "bm25", "vector"] = Field(
+        "convex",
+        description="How passages are ranked: convex (BM25 and vectors weighted by "
+        "knowledge_convex_alpha), hybrid (reciprocal-rank fusion), or one signal alone.",
+    )
     widget: bool = Field(False, description="Published on the web chat widget (public).")
     widget_origins: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
         default_factory=list,

@@ -300,7 +300,12 @@ class Runtime:
 
         mark = time.perf_counter()
         passages = await retrieve(
-            self.knowledge, inbound.org_id, config.knowledge_bases, text, config.retrieval_k
+            self.knowledge,
+            inbound.org_id,
+            config.knowledge_bases,
+            text,
+            config.retrieval_k,
+            config.retrieval_mode,
         )
         timings["retrieval_ms"] = _ms(mark)
 
@@ -511,6 +516,7 @@ class Runtime:
                         config.knowledge_bases,
                         arguments["query"],
                         max(config.retrieval_k, 1),
+                        config.retrieval_mode,
                     )
             except TimeoutError:
                 return _tool_failure(call, "the search took too long", started, arguments)
