@@ -5,7 +5,7 @@ from __future__ import annotations
 from httpx import AsyncClient
 
 from concierge.app import Concierge
-from concierge.assistants.retrieval import retrieve
+from concierge.assistants.retrieval import knowledge_bases, retrieve
 from tests.test_knowledge_api import wait_job
 
 
@@ -29,11 +29,13 @@ async def test_passages_from_several_knowledge_bases(
             f"SELECT org_id FROM knowledge_bases WHERE id = {ids[0]}"
         ).scalar_one()
     )
-    found = await retrieve(concierge.knowledge, org, [*ids, 999999], "how many days to return", 2)
+    kbs = concierge.db.read_sync(lambda conn: knowledge_bases(conn, org, [*ids, 999999]))
+    assert [kb.id for kb in kbs] == ids  # a missing one is skipped
+    found = await retrieve(concierge.knowledge, kbs, "how many days to return", 2)
     assert [p.title for p in found] == ["Returns", "Boots"]
     assert found[0].knowledge_base_id == ids[0] and found[0].score >= found[1].score
     assert found[0].citation()["snippet"].startswith("Returns are accepted")
-    assert await retrieve(concierge.knowledge, org, ids, "   ", 3) == []
-    assert await retrieve(concierge.knowledge, org, [], "boots", 3) == []
-    # Another organisation's id finds nothing.
-    assert await retrieve(concierge.knowledge, org + 100, ids, "boots", 3) == []
+    assert await retrieve(concierge.knowledge, kbs, "   ", 3) == []
+    assert await retrieve(concierge.knowledge, [], "boots", 3) == []
+    # Another organisation's ids find nothing.
+    assert concierge.db.read_sync(lambda conn: knowledge_bases(conn, org + 100, ids)) == []

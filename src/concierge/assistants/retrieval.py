@@ -5,37 +5,49 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
 from concierge.assistants.prompt import Passage
 from concierge.errors import NotFound
+from concierge.knowledge import bases
+from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.search import Mode
 from concierge.knowledge.service import Knowledge
 
 
+def knowledge_bases(conn: Connection, org_id: int, kb_ids: Sequence[int]) -> list[KnowledgeBase]:
+    """The organisation's knowledge bases among ``kb_ids`` (read with the rest of a turn's
+    context). One deleted since the assistant was defined is skipped, not an error; another
+    organisation's is never found."""
+    found = []
+    for kb_id in kb_ids:
+        try:
+            found.append(bases.get(conn, org_id, kb_id))
+        except NotFound:
+            continue
+    return found
+
+
 async def retrieve(
     knowledge: Knowledge,
-    org_id: int,
-    kb_ids: Sequence[int],
+    kbs: Sequence[KnowledgeBase],
     query: str,
     k: int,
     mode: Mode = "convex",
 ) -> list[Passage]:
-    """The ``k`` best passages for ``query`` across the knowledge bases, best first.
+    """The ``k`` best passages for ``query`` across ``kbs``, best first.
 
-    Each knowledge base is searched in ``mode``; their hits are merged by score (fused scores
-    are normalised per query, so they compare across indexes). A knowledge base deleted since
-    the assistant was defined is skipped, not an error.
+    Each knowledge base is searched in ``mode`` at the version read with the turn's context
+    (no further database round trip); the hits are merged by score (fused scores are
+    normalised per query, so they compare across indexes).
     """
-    if k <= 0 or not kb_ids or not query.strip():
+    if k <= 0 or not kbs or not query.strip():
         return []
 
-    async def one(kb_id: int) -> list[Passage]:
-        try:
-            kb = await knowledge.get(org_id, kb_id)
-        except NotFound:
-            return []
-        hits = await knowledge.search(kb, query, k=k, mode=mode)
+    async def one(kb: KnowledgeBase) -> list[Passage]:
+        hits = await knowledge.search(kb, query, k=k, mode=mode, version=kb.version)
         return [Passage(h.document_id, h.title, h.location, h.text, kb.id, h.score) for h in hits]
 
-    found = [p for group in await asyncio.gather(*(one(i) for i in kb_ids)) for p in group]
+    found = [p for group in await asyncio.gather(*(one(kb) for kb in kbs)) for p in group]
     found.sort(key=lambda p: p.score, reverse=True)
     return found[:k]

@@ -42,12 +42,13 @@ from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant, AssistantConfig
 from concierge.assistants.intents import wants_human
 from concierge.assistants.prompt import HistoryTurn, Passage, Spotlight, build
-from concierge.assistants.retrieval import retrieve
+from concierge.assistants.retrieval import knowledge_bases, retrieve
 from concierge.assistants.tools import ToolResult, call_http_tool, parse_arguments
 from concierge.config import Settings
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
+from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.service import Knowledge
 from concierge.models.base import (
     Finish,
@@ -68,8 +69,7 @@ HISTORY_TURNS = 40  # the most turns read back for the conversation window
 MAX_MESSAGE_CHARS = 16_000
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
 EMPTY_REPLY = (
-    "Sorry, I could not find an answer to that. You can rephrase the question or ask for a "
-    "person."
+    "Sorry, I could not find an answer to that. You can rephrase the question or ask for a person."
 )
 _CITE = re.compile(r"\[(\d{1,2})\]")
 
@@ -165,6 +165,7 @@ class _Context:
     conversation: Conversation | None
     history: list[HistoryTurn]
     memories: list[str]
+    knowledge_bases: list[KnowledgeBase] = field(default_factory=list)
 
 
 @dataclass
@@ -301,8 +302,7 @@ class Runtime:
         mark = time.perf_counter()
         passages = await retrieve(
             self.knowledge,
-            inbound.org_id,
-            config.knowledge_bases,
+            ctx.knowledge_bases,
             text,
             config.retrieval_k,
             config.retrieval_mode,
@@ -470,7 +470,8 @@ class Runtime:
             if user.id
             else []
         )
-        return _Context(assistant, assistant.config, user, conversation, history, memories)
+        kbs = knowledge_bases(conn, inbound.org_id, assistant.config.knowledge_bases)
+        return _Context(assistant, assistant.config, user, conversation, history, memories, kbs)
 
     # -- step 5: tools ---------------------------------------------------------------------
 
@@ -512,8 +513,7 @@ class Runtime:
                 async with asyncio.timeout(seconds_left):
                     found = await retrieve(
                         self.knowledge,
-                        inbound.org_id,
-                        config.knowledge_bases,
+                        ctx.knowledge_bases,
                         arguments["query"],
                         max(config.retrieval_k, 1),
                         config.retrieval_mode,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -334,30 +335,32 @@ def add_turn(
     author: str | None = None,
 ) -> Turn:
     now = datetime.now(UTC)
+    turn = Turn(
+        id=0,
+        conversation_id=conversation.id,
+        role=role,
+        content=content,
+        status=status,
+        created_at=now,
+        citations=citations or [],
+        tool_calls=tool_calls or [],
+        assistant_version=assistant_version,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_ms=latency_ms,
+        error=error,
+        author=author,
+    )
+    values = {k: v for k, v in dataclasses.asdict(turn).items() if k != "id"}
     key = conn.execute(
-        insert(turns).values(
-            conversation_id=conversation.id,
-            org_id=conversation.org_id,
-            role=role,
-            content=content,
-            status=status,
-            citations=citations or [],
-            tool_calls=tool_calls or [],
-            assistant_version=assistant_version,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_ms=latency_ms,
-            error=error,
-            author=author,
-            created_at=now,
-        )
+        insert(turns).values(org_id=conversation.org_id, **values)
     ).inserted_primary_key
     assert key is not None
     conn.execute(
         update(conversations).where(conversations.c.id == conversation.id).values(updated_at=now)
     )
-    return _turn(conn.execute(select(turns).where(turns.c.id == key[0])).one())
+    return dataclasses.replace(turn, id=int(key[0]))
 
 
 def list_turns(

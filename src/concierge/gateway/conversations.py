@@ -70,6 +70,7 @@ def reply_body(completed: Completed) -> dict[str, Any]:
         "user_turn": completed.user_turn.to_dict(),
         "reply": completed.reply.to_dict() if completed.reply else None,
         "citations": completed.citations,
+        "timings": completed.timings,  # milliseconds per pipeline step
     }
 
 

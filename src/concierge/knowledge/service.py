@@ -196,7 +196,10 @@ class Knowledge:
         filters: Mapping[str, Any] | None = None,
         alpha: float | None = None,
         query_vector: Any = None,
+        version: int | None = None,
     ) -> list[Hit]:
+        """``version``: the knowledge base's version as the caller just read it (saves a
+        database round trip); by default it is read here."""
         return await self.index.search(
             kb.org_id,
             kb.id,
@@ -207,6 +210,7 @@ class Knowledge:
             filters=filters,
             alpha=self.settings.knowledge_convex_alpha if alpha is None else alpha,
             query_vector=query_vector,
+            version=version,
         )
 
     async def search_documents(
