@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from concierge.assistants.prompt import Passage
-from concierge.errors import NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.search import Mode
@@ -19,13 +18,7 @@ def knowledge_bases(conn: Connection, org_id: int, kb_ids: Sequence[int]) -> lis
     """The organisation's knowledge bases among ``kb_ids`` (read with the rest of a turn's
     context). One deleted since the assistant was defined is skipped, not an error; another
     organisation's is never found."""
-    found = []
-    for kb_id in kb_ids:
-        try:
-            found.append(bases.get(conn, org_id, kb_id))
-        except NotFound:
-            continue
-    return found
+    return bases.get_many(conn, org_id, kb_ids)
 
 
 async def retrieve(

@@ -432,15 +432,12 @@ class Runtime:
     def _load(self, conn: Connection, inbound: Inbound) -> _Context:
         assistant = definitions.get(conn, inbound.org_id, inbound.assistant)
         if inbound.conversation_id is not None:
-            conversation: Conversation | None = store.get(
-                conn, inbound.org_id, inbound.conversation_id
-            )
-            assert conversation is not None
-            if conversation.assistant_id != assistant.id:
+            found, user = store.get_with_user(conn, inbound.org_id, inbound.conversation_id)
+            if found.assistant_id != assistant.id:
                 raise NotFound(
                     f"conversation {inbound.conversation_id} not found", param="conversation"
                 )
-            user = store.get_end_user(conn, inbound.org_id, conversation.end_user_id)
+            conversation: Conversation | None = found
         else:
             known = store.peek_end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
             conversation = None
@@ -569,21 +566,26 @@ class Runtime:
             conversation = ctx.conversation or store.create(
                 conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
             )
-            asked = store.add_turn(conn, conversation, "user", text)
-            answered = store.add_turn(
+            asked, answered = store.add_turns(
                 conn,
                 conversation,
-                "assistant",
-                progress.content,
-                status=progress.status,
-                citations=citations,
-                tool_calls=progress.tool_records,
-                assistant_version=ctx.assistant.version,
-                model=progress.model,
-                prompt_tokens=progress.prompt_tokens,
-                completion_tokens=progress.completion_tokens,
-                latency_ms=latency,
-                error=progress.error,
+                [
+                    store.new_turn(conversation, "user", text),
+                    store.new_turn(
+                        conversation,
+                        "assistant",
+                        progress.content,
+                        status=progress.status,
+                        citations=citations,
+                        tool_calls=progress.tool_records,
+                        assistant_version=ctx.assistant.version,
+                        model=progress.model,
+                        prompt_tokens=progress.prompt_tokens,
+                        completion_tokens=progress.completion_tokens,
+                        latency_ms=latency,
+                        error=progress.error,
+                    ),
+                ],
             )
             for fact in progress.memories:
                 store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, answered.id)

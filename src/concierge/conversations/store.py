@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -225,6 +226,28 @@ def create(
     return get(conn, org_id, int(key[0]))
 
 
+def get_with_user(
+    conn: Connection, org_id: int, conversation_id: int
+) -> tuple[Conversation, EndUser]:
+    """The conversation and its end user, in one query."""
+    row = conn.execute(
+        select(
+            conversations,
+            end_users.c.channel.label("user_channel"),
+            end_users.c.external_id,
+            end_users.c.created_at.label("user_created_at"),
+        )
+        .join(end_users, end_users.c.id == conversations.c.end_user_id)
+        .where(conversations.c.org_id == org_id, conversations.c.id == conversation_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"conversation {conversation_id} not found", param="conversation")
+    user = EndUser(
+        row.end_user_id, org_id, row.user_channel, row.external_id, aware(row.user_created_at)
+    )
+    return _conversation(row), user
+
+
 def get(conn: Connection, org_id: int, conversation_id: int) -> Conversation:
     row = conn.execute(
         select(conversations).where(
@@ -317,8 +340,7 @@ def _turn(row: Any) -> Turn:
     )
 
 
-def add_turn(
-    conn: Connection,
+def new_turn(
     conversation: Conversation,
     role: Role,
     content: str,
@@ -334,14 +356,14 @@ def add_turn(
     error: str | None = None,
     author: str | None = None,
 ) -> Turn:
-    now = datetime.now(UTC)
-    turn = Turn(
+    """A turn of ``conversation``, not stored yet (id 0): see :func:`add_turns`."""
+    return Turn(
         id=0,
         conversation_id=conversation.id,
         role=role,
         content=content,
         status=status,
-        created_at=now,
+        created_at=datetime.now(UTC),
         citations=citations or [],
         tool_calls=tool_calls or [],
         assistant_version=assistant_version,
@@ -352,15 +374,35 @@ def add_turn(
         error=error,
         author=author,
     )
-    values = {k: v for k, v in dataclasses.asdict(turn).items() if k != "id"}
-    key = conn.execute(
-        insert(turns).values(org_id=conversation.org_id, **values)
-    ).inserted_primary_key
-    assert key is not None
+
+
+def add_turns(conn: Connection, conversation: Conversation, new: Sequence[Turn]) -> list[Turn]:
+    """Store turns made by :func:`new_turn`, in order, with one INSERT (an exchange of a user
+    message and its reply costs two statements, not six)."""
+    rows = [
+        {
+            "org_id": conversation.org_id,
+            **{k: v for k, v in dataclasses.asdict(t).items() if k != "id"},
+            "conversation_id": conversation.id,
+        }
+        for t in new
+    ]
+    result = conn.execute(insert(turns).returning(turns.c.id, sort_by_parameter_order=True), rows)
+    ids = [int(row[0]) for row in result]
+    stored = [dataclasses.replace(t, id=int(i)) for t, i in zip(new, ids, strict=True)]
     conn.execute(
-        update(conversations).where(conversations.c.id == conversation.id).values(updated_at=now)
+        update(conversations)
+        .where(conversations.c.id == conversation.id)
+        .values(updated_at=max(t.created_at for t in new))
     )
-    return dataclasses.replace(turn, id=int(key[0]))
+    return stored
+
+
+def add_turn(
+    conn: Connection, conversation: Conversation, role: Role, content: str, **fields: Any
+) -> Turn:
+    """Store one turn (the fields of :func:`new_turn`)."""
+    return add_turns(conn, conversation, [new_turn(conversation, role, content, **fields)])[0]
 
 
 def list_turns(

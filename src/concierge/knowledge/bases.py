@@ -6,6 +6,7 @@ base of another organisation is "not found", exactly like one that does not exis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -103,6 +104,19 @@ def create(
     assert key is not None
     kb_id = key[0]
     return _row(conn.execute(select(knowledge_bases).where(knowledge_bases.c.id == kb_id)).one())
+
+
+def get_many(conn: Connection, org_id: int, ids: Sequence[int]) -> list[KnowledgeBase]:
+    """The organisation's knowledge bases among ``ids``, in that order; missing ones skipped."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(knowledge_bases).where(
+            knowledge_bases.c.org_id == org_id, knowledge_bases.c.id.in_(list(ids))
+        )
+    )
+    found = {row.id: _row(row) for row in rows}
+    return [found[i] for i in dict.fromkeys(ids) if i in found]
 
 
 def get(conn: Connection, org_id: int, ref: int | str) -> KnowledgeBase:
