@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -205,13 +206,32 @@ def validate_name(name: str) -> str:
     return names.validate_name(name, "an assistant")
 
 
+# Reading an assistant on every turn would validate its definition every time (each tool's JSON
+# Schema is checked, the costly part): definitions are validated once per content and shared.
+# Keyed by the stored JSON itself, so the cache is right whatever database the row came from;
+# callers never modify a definition in place (changes go through update_config).
+_CONFIGS: dict[bytes, AssistantConfig] = {}
+_CONFIGS_MAX = 4096
+
+
+def _config(data: Any) -> AssistantConfig:
+    key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = AssistantConfig.model_validate(data)
+        if len(_CONFIGS) >= _CONFIGS_MAX:
+            _CONFIGS.clear()
+        _CONFIGS[key] = config
+    return config
+
+
 def _row(row: Any) -> Assistant:
     return Assistant(
         row.id,
         row.org_id,
         row.name,
         row.version,
-        AssistantConfig.model_validate(row.config),
+        _config(row.config),
         aware(row.created_at),
         aware(row.updated_at),
         aware(row.archived_at),
