@@ -165,7 +165,9 @@ async def drive(
             memory.append((time.monotonic() - started, rss_mb(pid)))
             await asyncio.sleep(5)
 
-    connector = aiohttp.TCPConnector(limit=users * 2)
+    # Idle connections are dropped before the server's keep-alive (uvicorn: 5 s) can close
+    # them under a request being sent, as browsers do; a think time is often longer than that.
+    connector = aiohttp.TCPConnector(limit=users * 2, keepalive_timeout=3)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
     ) as session:
