@@ -21,6 +21,8 @@ from concierge.assistants.intents import wants_human
         "je veux parler à un conseiller",
         "quiero hablar con una persona",
         "转人工",
+        "help me contacting an agent",
+        "I need assistance talking to a person",
     ],
 )
 def test_explicit_requests_for_a_person(text: str) -> None:
@@ -36,6 +38,8 @@ def test_explicit_requests_for_a_person(text: str) -> None:
         "talk about returns",
         "I am a real hiker",
         "what human resources do you have",
+        "Can I contact you about my order?",
+        "I was talking about the blue jacket",
         "",
     ],
 )

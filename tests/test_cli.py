@@ -141,3 +141,36 @@ def test_kb_create_ingest_search_and_trec_run(cli, tmp_path: Path) -> None:  # t
     assert [line[0] for line in lines].count("q2") == 2
     missing = cli("kb", "search", "--kb", "Nope", "x", ok=False)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_demo_seed_once_and_reset(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """`concierge demo seed` makes Acme Outfitters once; `demo reset` makes it afresh, without
+    what visitors left behind."""
+    from concierge.store import Database
+
+    made = cli("demo", "seed")
+    assert "Demo ready" in made.stdout and "acme-support" in made.stdout
+    assert "exists; left as it is" in cli("demo", "seed").stdout
+    db = Database(db_url, pooled=False)
+    try:
+
+        def count(sql: str) -> int:
+            return int(db.read_sync(lambda conn: conn.exec_driver_sql(sql).scalar_one()))
+
+        docs = count("SELECT count(*) FROM documents WHERE status = 'ready'")
+        assert docs == 11  # three policy pages and eight catalogue products
+        db.write_sync(
+            lambda conn: conn.exec_driver_sql(
+                "INSERT INTO end_users (org_id, channel, external_id, created_at, last_seen_at) "
+                "SELECT id, 'web', 'v_test', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP "
+                "FROM organizations WHERE slug = 'acme'"
+            )
+        )
+        refused = cli("demo", "reset", input="n\n", ok=False)
+        assert refused.returncode != 0 and count("SELECT count(*) FROM end_users") == 1
+        assert "Demo ready" in cli("demo", "reset", "--yes").stdout
+        assert count("SELECT count(*) FROM end_users") == 0
+        assert count("SELECT count(*) FROM documents WHERE status = 'ready'") == docs
+        assert count("SELECT count(*) FROM assistants WHERE name = 'acme-support'") == 1
+    finally:
+        db.close()

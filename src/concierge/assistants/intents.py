@@ -13,7 +13,8 @@ import re
 
 _HUMAN = re.compile(
     r"""
-    \b(?:talk|speak|chat|connect|transfer|put\ me\ through)\b[^.?!]{0,30}?
+    \b(?:talk|speak|chat|connect|transfer|contact|reach|put\ me\ through)(?:s|ed|ing|ting)?\b
+        [^.?!]{0,30}?
         \b(?:a|an|to|with|someone|real|live)?\s*
         (?:human|person|people|agent|representative|operator|someone|somebody|colleague|staff)\b
     | \b(?:real|live|actual)\s+(?:human|person|agent)\b
