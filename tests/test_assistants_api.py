@@ -157,3 +157,20 @@ async def test_organisations_never_see_each_others_assistants(
         assert_openai_error(theirs, 404)
         assert (await other.post("/v1/assistants", json={"name": "support"})).status_code == 201
     assert (await client.get(base)).json()["instructions"] == ""
+
+
+async def test_ids_beyond_32_bits_are_not_found(client: AsyncClient) -> None:
+    """Integer id columns are 32-bit: PostgreSQL refused the comparison (500) where it should
+    find nothing (found by schemathesis)."""
+    big = 15_122_858_731
+    for path in [
+        f"/v1/assistants/{big}",
+        f"/v1/knowledge_bases/{big}",
+        f"/v1/vector_stores/vs_{big}",
+    ]:
+        assert_openai_error(await client.get(path), 404)
+    assert_openai_error(await client.delete(f"/api/keys/{big}"), 404)
+    listed = await client.get(f"/v1/conversations?assistant={big}")
+    assert listed.status_code == 200 and listed.json()["data"] == []
+    made = await client.post("/v1/assistants", json={"name": "x", "knowledge_bases": [big]})
+    assert_openai_error(made, 404)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from concierge import orgs
 from concierge.errors import InvalidRequest, NotFound
-from concierge.store import aware
+from concierge.store import aware, id_is
 from concierge.store.tables import api_keys, organizations
 
 KEY_PREFIX = "sk-cc-"
@@ -159,7 +159,7 @@ def find_active(conn: Connection, secret: str) -> ApiKey | None:
 
 
 def get(conn: Connection, key_id: int) -> ApiKey:
-    row = conn.execute(_select().where(api_keys.c.id == key_id)).first()
+    row = conn.execute(_select().where(id_is(api_keys.c.id, key_id))).first()
     if row is None:
         raise NotFound(f"no API key with id {key_id}")
     return _row(row)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from concierge import names
 from concierge.errors import Conflict, InvalidRequest, NotFound
-from concierge.store import aware
+from concierge.store import aware, id_is
 from concierge.store.tables import assistant_versions, assistants
 
 BuiltinTool = Literal["search_knowledge", "remember", "handoff_to_human"]
@@ -271,7 +271,7 @@ def get(
     """By id, or by the name of a live assistant (a string of digits is taken as an id)."""
     query = select(assistants).where(assistants.c.org_id == org_id)
     if isinstance(ref, int) or names.is_row_id(ref):
-        query = query.where(assistants.c.id == int(ref))
+        query = query.where(id_is(assistants.c.id, int(ref)))
         if not include_archived:
             query = query.where(assistants.c.archived_at.is_(None))
     else:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import InvalidRequest, NotFound
-from concierge.store import aware
+from concierge.store import aware, id_is
 from concierge.store.tables import conversations, end_users, memories, turns
 
 Status = Literal["assistant", "handoff", "human"]
@@ -290,7 +290,7 @@ def list_page(
 ) -> tuple[list[Conversation], bool]:
     query = select(conversations).where(conversations.c.org_id == org_id)
     if assistant_id is not None:
-        query = query.where(conversations.c.assistant_id == assistant_id)
+        query = query.where(id_is(conversations.c.assistant_id, assistant_id))
     if end_user_id is not None:
         query = query.where(conversations.c.end_user_id == end_user_id)
     if status is not None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from concierge import names
 from concierge.errors import Conflict, InvalidRequest, NotFound
-from concierge.store import aware
+from concierge.store import aware, id_in, id_is
 from concierge.store.tables import knowledge_bases
 
 
@@ -112,7 +112,7 @@ def get_many(conn: Connection, org_id: int, ids: Sequence[int]) -> list[Knowledg
         return []
     rows = conn.execute(
         select(knowledge_bases).where(
-            knowledge_bases.c.org_id == org_id, knowledge_bases.c.id.in_(list(ids))
+            knowledge_bases.c.org_id == org_id, id_in(knowledge_bases.c.id, ids)
         )
     )
     found = {row.id: _row(row) for row in rows}
@@ -123,7 +123,7 @@ def get(conn: Connection, org_id: int, ref: int | str) -> KnowledgeBase:
     """By id, or by name (a string of digits is taken as an id)."""
     query = select(knowledge_bases).where(knowledge_bases.c.org_id == org_id)
     if isinstance(ref, int) or names.is_row_id(ref):
-        query = query.where(knowledge_bases.c.id == int(ref))
+        query = query.where(id_is(knowledge_bases.c.id, int(ref)))
     else:
         query = query.where(knowledge_bases.c.name == ref.strip())
     row = conn.execute(query).one_or_none()

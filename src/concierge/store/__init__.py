@@ -18,11 +18,42 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    create_engine,
+    event,
+    false,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 T = TypeVar("T")
+
+
+INT32 = range(-(2**31), 2**31)
+
+
+def id_is(column: Column[Any], value: int) -> ColumnElement[bool]:
+    """``column == value``, or a condition that is never true where ``value`` cannot be in a
+    32-bit integer column: PostgreSQL refuses such a comparison (the driver casts the value to
+    the column's type) where it should simply find nothing."""
+    kind = column.type
+    if isinstance(kind, Integer) and not isinstance(kind, BigInteger) and value not in INT32:
+        return false()
+    return column == value
+
+
+def id_in(column: Column[Any], values: Any) -> ColumnElement[bool]:
+    """``column IN values``, leaving out values a 32-bit integer column cannot hold."""
+    kind = column.type
+    if isinstance(kind, Integer) and not isinstance(kind, BigInteger):
+        values = [v for v in values if v in INT32]
+    return column.in_(list(values))
 
 
 @overload
