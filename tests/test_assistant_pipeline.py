@@ -26,7 +26,7 @@ from concierge.models.upstream import OpenAIUpstream, UpstreamClient
 from concierge.store.tables import conversations, memories, turns
 from tests.conftest import ADMIN_KEY, LiveServer, http_client, make_settings
 from tests.test_gateway import assert_openai_error
-from tests.test_upstream import FakeUpstream, chunk, usage_chunk
+from tests.test_upstream import FakeUpstream, SlowUpstream, chunk, usage_chunk
 
 Script = Callable[[dict[str, Any]], Awaitable[web.StreamResponse] | web.StreamResponse]
 DONE = b"data: [DONE]\n\n"
@@ -603,29 +603,9 @@ async def test_a_client_that_hangs_up_leaves_a_partial_turn(
     tmp_path: Path, db_url: str, models_dir: Path
 ) -> None:
     """Through a real server: the model call stops and what was shown is stored as partial."""
-    written: list[int] = []
-    ended = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        n = 0
-        try:
-            for n in range(1, 201):
-                await response.write(chunk(f"t{n} "))
-                await asyncio.sleep(0.05)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            written.append(n)
-            ended.set()
-        return response
-
-    web_app = web.Application(handler_args={"handler_cancellation": True})
-    web_app.router.add_post("/v1/chat/completions", slow)
-    fake = TestServer(web_app)
-    await fake.start_server()
-    upstream = {"name": "slow", "base_url": str(fake.make_url("/v1")), "models": ["big"]}
+    slow = await SlowUpstream.start()
+    written, ended, fake = slow.written, slow.ended, slow.server
+    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
     server = await asyncio.to_thread(
         LiveServer,
         {

@@ -132,6 +132,43 @@ class FakeUpstreamPlugin:
             register(OpenAIUpstream(model_id, cfg, UpstreamClient(cfg)))
 
 
+class SlowUpstream:
+    """An upstream that streams 200 chunks over ~10 s unless the caller hangs up; it records
+    how many it wrote (``written``) and when it stopped (``ended``)."""
+
+    def __init__(self) -> None:
+        self.written: list[int] = []
+        self.ended = asyncio.Event()
+        app = web.Application(handler_args={"handler_cancellation": True})
+        app.router.add_post("/v1/chat/completions", self._stream)
+        self.server = TestServer(app)
+
+    @classmethod
+    async def start(cls) -> SlowUpstream:
+        upstream = cls()
+        await upstream.server.start_server()
+        return upstream
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("/v1"))
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        n = 0
+        try:
+            for n in range(1, 201):
+                await response.write(chunk(f"t{n} "))
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.written.append(n)
+            self.ended.set()
+        return response
+
+
 @pytest.fixture
 async def upstream_factory(tmp_path: Path, db_url: str, models_dir: Path):
     started: list[Any] = []
@@ -500,29 +537,9 @@ async def test_a_client_that_hangs_up_stops_the_upstream_request(
     tmp_path: Path, db_url: str, models_dir: Path, stream: bool
 ) -> None:
     """Through a real server: the gateway drops the upstream call and records a 499."""
-    written: list[int] = []
-    ended = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        n = 0
-        try:
-            for n in range(1, 201):  # 200 chunks over ~10 s, unless the gateway hangs up
-                await response.write(chunk(f"t{n} "))
-                await asyncio.sleep(0.05)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            written.append(n)
-            ended.set()
-        return response
-
-    web_app = web.Application(handler_args={"handler_cancellation": True})
-    web_app.router.add_post("/v1/chat/completions", slow)
-    fake = TestServer(web_app)
-    await fake.start_server()
-    upstream = {"name": "slow", "base_url": str(fake.make_url("/v1")), "models": ["big"]}
+    slow = await SlowUpstream.start()
+    written, ended, fake = slow.written, slow.ended, slow.server
+    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
     server = await asyncio.to_thread(
         LiveServer,
         {
