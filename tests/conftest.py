@@ -236,20 +236,22 @@ class LiveServer:
         self._log_file.close()
 
 
+def server_env(tmp_path: Path, db_url: str, models_dir: Path) -> dict[str, str]:
+    """The environment of a test's `concierge` subprocess (server or command)."""
+    return {
+        "CONCIERGE_DATA_DIR": str(tmp_path),
+        "CONCIERGE_DATABASE_URL": db_url,
+        "CONCIERGE_MODELS_DIR": str(models_dir),
+        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
+        "CONCIERGE_KEY_CACHE_SECONDS": "0",
+        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
+        "CONCIERGE_LOG_LEVEL": "warning",
+    }
+
+
 @pytest.fixture
 def live_server(tmp_path: Path, db_url: str, models_dir: Path) -> Iterator[LiveServer]:
-    server = LiveServer(
-        {
-            "CONCIERGE_DATA_DIR": str(tmp_path),
-            "CONCIERGE_DATABASE_URL": db_url,
-            "CONCIERGE_MODELS_DIR": str(models_dir),
-            "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-            "CONCIERGE_KEY_CACHE_SECONDS": "0",
-            "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
-            "CONCIERGE_LOG_LEVEL": "warning",
-        },
-        tmp_path,
-    )
+    server = LiveServer(server_env(tmp_path, db_url, models_dir), tmp_path)
     yield server
     server.stop()
 

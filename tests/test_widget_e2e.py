@@ -19,7 +19,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import ADMIN_KEY, LiveServer
+from tests.conftest import ADMIN_KEY, LiveServer, server_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = os.environ.get("CONCIERGE_SCREENSHOTS")
@@ -28,15 +28,7 @@ WIDGET = "#concierge-widget"
 
 @pytest.fixture
 def demo_server(tmp_path: Path, db_url: str, models_dir: Path) -> Iterator[LiveServer]:
-    env = {
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_MODELS_DIR": str(models_dir),
-        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-        "CONCIERGE_KEY_CACHE_SECONDS": "0",
-        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
-        "CONCIERGE_LOG_LEVEL": "warning",
-    }
+    env = server_env(tmp_path, db_url, models_dir)
     seeded = subprocess.run(
         [sys.executable, "-m", "concierge", "demo", "seed"],
         env={**os.environ, **env},

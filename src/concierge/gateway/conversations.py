@@ -19,10 +19,11 @@ from starlette.responses import Response
 
 from concierge import names
 from concierge.assistants import definitions
+from concierge.assistants.definitions import Assistant
 from concierge.assistants.prompt import HistoryTurn
 from concierge.assistants.runtime import Completed, Delta, Inbound, ReplyEvent, Runtime, ToolUsed
 from concierge.conversations import store
-from concierge.conversations.store import Conversation, Turn
+from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
@@ -279,6 +280,16 @@ async def handback(conversation: RowId, request: Request, key: InferenceKey) -> 
 # -- memories ------------------------------------------------------------------------------
 
 
+def _assistant_and_user(
+    conn: Connection, org_id: int, assistant: str, channel: str, user: str
+) -> tuple[Assistant, EndUser]:
+    found = definitions.get(conn, org_id, assistant, include_archived=True)
+    who = store.peek_end_user(conn, org_id, channel, user)
+    if who is None:
+        raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+    return found, who
+
+
 @router.get("/assistants/{assistant}/memories", summary="What an assistant remembers of a user")
 async def list_memories(
     assistant: str,
@@ -288,10 +299,7 @@ async def list_memories(
     channel: str = Query(API_CHANNEL, max_length=32),
 ) -> JSON:
     def read(conn: Connection) -> list[Any]:
-        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
-        who = store.peek_end_user(conn, key.org_id, channel, user)
-        if who is None:
-            raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+        found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
         return [m.to_dict() for m in store.memories_of(conn, key.org_id, found.id, who)]
 
     return JSON({"object": "list", "data": await _db(request).read(read)})
@@ -318,10 +326,7 @@ async def delete_memories(
     channel: str = Query(API_CHANNEL, max_length=32),
 ) -> JSON:
     def write(conn: Connection) -> int:
-        found = definitions.get(conn, key.org_id, assistant, include_archived=True)
-        who = store.peek_end_user(conn, key.org_id, channel, user)
-        if who is None:
-            raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+        found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
         return store.forget(conn, key.org_id, found.id, who)
 
     gone = await _db(request).write(write)
