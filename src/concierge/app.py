@@ -24,8 +24,10 @@ from concierge.gateway import (
     admin,
     assistants,
     body,
+    complaints,
     conversations,
     errors,
+    governance,
     health,
     knowledge,
     openai,
@@ -33,6 +35,9 @@ from concierge.gateway import (
 )
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
+from concierge.governance.pii import install_log_redaction
+from concierge.governance.retention import Scheduler
+from concierge.governance.service import Governance
 from concierge.knowledge.service import Knowledge
 from concierge.metering import Metering
 from concierge.metering.ledger import UsageLedger, tokens_since
@@ -75,7 +80,9 @@ class Concierge:
         self.metering = Metering(self.ledger, self.limiter, self.metrics)
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         self.knowledge = Knowledge(self.db, self.registry, settings)
-        self.runtime = Runtime(self.db, self.registry, self.knowledge, settings)
+        self.governance = Governance(self.db, self.pm, settings)
+        self.retention = Scheduler(self.db, settings.retention_interval_seconds)
+        self.runtime = Runtime(self.db, self.registry, self.knowledge, settings, self.governance)
         self.widget_signer = VisitorSigner()
         self.widget_keys = WidgetKeys(settings.key_cache_seconds)
         self._warmups: list[asyncio.Future[Any]] = []
@@ -93,7 +100,10 @@ class Concierge:
         )
         if created is not None and not self.settings.admin_key:
             announce_admin_key(created.secret)
+        await self.governance.start()
+        install_log_redaction(self.governance.detector)
         await self.ledger.start()
+        self.retention.start()
         resumed = await self.knowledge.resume()
         if resumed:
             log.info("resuming ingestion in %d knowledge base(s)", resumed)
@@ -108,6 +118,7 @@ class Concierge:
                     self._warmups.append(loop.run_in_executor(None, load))
 
     async def shutdown(self) -> None:
+        await self.retention.stop()
         await self.knowledge.close()
         await self.runtime.close()
         for warmup in self._warmups:
@@ -144,6 +155,9 @@ class Concierge:
         app.include_router(vector_stores.router)
         app.include_router(assistants.router)
         app.include_router(conversations.router)
+        app.include_router(complaints.router)
+        app.include_router(governance.router)
+        app.include_router(governance.admin)
         app.include_router(admin.router)
         app.include_router(health.router)
         app.include_router(pages.router)
@@ -164,6 +178,8 @@ class Concierge:
                         *knowledge.BODY_MODELS,
                         *assistants.BODY_MODELS,
                         *conversations.BODY_MODELS,
+                        *complaints.BODY_MODELS,
+                        *governance.BODY_MODELS,
                     ],
                 )
                 app.openapi_schema = errors.document_errors(document)

@@ -184,6 +184,15 @@ class Settings(BaseModel):
     default_tokens_per_minute: int | None = Field(
         None, ge=1, description="Rate limit for new keys without one (tokens/minute)."
     )
+    label_producer: str = Field(
+        "Concierge",
+        min_length=1,
+        max_length=200,
+        description="ContentProducer in provenance labels (an organisation's policy may override).",
+    )
+    retention_interval_seconds: float = Field(
+        3600.0, ge=1, le=7 * 86400, description="How often the retention purge runs."
+    )
     home_widget: str | None = Field(
         "acme/acme-support",
         pattern=r"^[a-z0-9][a-z0-9-]{0,63}/[^/]{1,200}$",

@@ -21,6 +21,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from concierge.config import Settings
+    from concierge.governance.moderation import Classifier
+    from concierge.governance.pii import Recognizer
     from concierge.models.base import EmbeddingModel, Model
 
 hookspec = pluggy.HookspecMarker("concierge")
@@ -37,3 +39,15 @@ def register_embedding_models(
     register: Callable[[EmbeddingModel], None], settings: Settings
 ) -> None:
     """Register embedding model backends with ``register(model)``."""
+
+
+@hookspec
+def register_pii_recognizers(register: Callable[[Recognizer], None], settings: Settings) -> None:
+    """Register personal-data recognisers (an NER model, a local id format) with ``register``."""
+
+
+@hookspec
+def register_moderation_classifiers(
+    register: Callable[[Classifier], None], settings: Settings
+) -> None:
+    """Register content classifiers that score text for moderation with ``register``."""

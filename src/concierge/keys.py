@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from concierge import orgs
 from concierge.errors import InvalidRequest, NotFound
+from concierge.governance import audit
 from concierge.store import aware, id_is
 from concierge.store.tables import api_keys, organizations
 
@@ -49,6 +50,11 @@ class ApiKey:
     limits: Limits
     created_at: datetime
     revoked_at: datetime | None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names what this key did."""
+        return f"key:{self.id}:{self.name}"
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -123,6 +129,8 @@ def create(
     scopes: frozenset[str] = frozenset({"inference"}),
     limits: Limits | None = None,
     secret: str | None = None,
+    *,
+    actor: str = "system",
 ) -> NewKey:
     org = orgs.get(conn, org_slug)
     name = name.strip()
@@ -146,6 +154,14 @@ def create(
     key_id = int(result.inserted_primary_key[0])
     key = ApiKey(
         key_id, org.id, org.slug, name, secret[:DISPLAY_PREFIX_LENGTH], scopes, limits, now, None
+    )
+    audit.record(
+        conn,
+        "key.created",
+        actor=actor,
+        org_id=org.id,
+        target=f"key:{key_id}",
+        details={"name": name, "scopes": sorted(scopes), "prefix": key.prefix},
     )
     return NewKey(key, secret)
 
@@ -172,11 +188,19 @@ def list_keys(conn: Connection, org_slug: str | None = None) -> list[ApiKey]:
     return [_row(r) for r in conn.execute(query)]
 
 
-def revoke(conn: Connection, key_id: int) -> ApiKey:
+def revoke(conn: Connection, key_id: int, *, actor: str = "system") -> ApiKey:
     key = get(conn, key_id)
     if key.revoked_at is None:
         conn.execute(
             update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=datetime.now(UTC))
+        )
+        audit.record(
+            conn,
+            "key.revoked",
+            actor=actor,
+            org_id=key.org_id,
+            target=f"key:{key_id}",
+            details={"name": key.name, "prefix": key.prefix},
         )
     return get(conn, key_id)
 
@@ -201,11 +225,18 @@ def bootstrap_admin(conn: Connection, configured_secret: str | None) -> NewKey |
             "admin (CONCIERGE_ADMIN_KEY)",
             frozenset({"admin"}),
             secret=configured_secret,
+            actor="system:bootstrap",
         )
     count = conn.execute(select(func.count()).select_from(api_keys)).scalar_one()
     if count:
         return None
-    return create(conn, org.slug, "admin (generated at first start)", frozenset({"admin"}))
+    return create(
+        conn,
+        org.slug,
+        "admin (generated at first start)",
+        frozenset({"admin"}),
+        actor="system:bootstrap",
+    )
 
 
 WIDGET_KEY_NAME = "web widget"
@@ -232,4 +263,6 @@ def widget_key(conn: Connection, org_id: int) -> ApiKey:
     slug: str = conn.execute(
         select(organizations.c.slug).where(organizations.c.id == org_id)
     ).scalar_one()
-    return create(conn, str(slug), WIDGET_KEY_NAME, frozenset({"widget"})).key
+    return create(
+        conn, str(slug), WIDGET_KEY_NAME, frozenset({"widget"}), actor="system:widget"
+    ).key

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.governance import audit
 from concierge.store import aware
 from concierge.store.tables import organizations
 
@@ -48,7 +49,9 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
-def create(conn: Connection, slug: str, name: str | None = None) -> Organization:
+def create(
+    conn: Connection, slug: str, name: str | None = None, *, actor: str = "system"
+) -> Organization:
     validate_slug(slug)
     name = (name or slug).strip()
     if not name or len(name) > 200:
@@ -62,7 +65,16 @@ def create(conn: Connection, slug: str, name: str | None = None) -> Organization
     except IntegrityError:
         raise Conflict(f"an organisation with slug '{slug}' already exists", param="slug") from None
     assert result.inserted_primary_key is not None
-    return Organization(int(result.inserted_primary_key[0]), slug, name, now)
+    org_id = int(result.inserted_primary_key[0])
+    audit.record(
+        conn,
+        "org.created",
+        actor=actor,
+        org_id=org_id,
+        target=f"org:{org_id}",
+        details={"slug": slug, "name": name},
+    )
+    return Organization(org_id, slug, name, now)
 
 
 def get(conn: Connection, slug: str) -> Organization:

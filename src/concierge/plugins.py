@@ -8,7 +8,7 @@ import pluggy
 
 from concierge import hookspecs
 
-BUILTIN_PLUGINS = ("concierge.models.plugins",)
+BUILTIN_PLUGINS = ("concierge.models.plugins", "concierge.governance.plugins")
 
 
 def plugin_manager(

@@ -26,6 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from concierge import names
 from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.governance import audit
+from concierge.governance.policy import AssistantGovernance
 from concierge.store import aware, id_is
 from concierge.store.tables import assistant_versions, assistants
 
@@ -129,6 +131,11 @@ class AssistantConfig(_Config):
         "convex",
         description="How passages are ranked: convex (BM25 and vectors weighted by "
         "knowledge_convex_alpha), hybrid (reciprocal-rank fusion), or one signal alone.",
+    )
+    governance: AssistantGovernance | None = Field(
+        None,
+        description="This assistant's adjustments to its organisation's governance policy "
+        "(disclosure texts, explicit label, PII handling, extra blocked terms).",
     )
     widget: bool = Field(False, description="Published on the web chat widget (public).")
     widget_origins: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
@@ -238,7 +245,9 @@ def _row(row: Any) -> Assistant:
     )
 
 
-def create(conn: Connection, org_id: int, name: str, config: AssistantConfig) -> Assistant:
+def create(
+    conn: Connection, org_id: int, name: str, config: AssistantConfig, *, actor: str = "system"
+) -> Assistant:
     name = validate_name(name)
     now = datetime.now(UTC)
     stored = config.model_dump(mode="json")
@@ -261,6 +270,14 @@ def create(conn: Connection, org_id: int, name: str, config: AssistantConfig) ->
         insert(assistant_versions).values(
             assistant_id=key[0], version=1, config=stored, created_at=now
         )
+    )
+    audit.record(
+        conn,
+        "assistant.created",
+        actor=actor,
+        org_id=org_id,
+        target=f"assistant:{key[0]}",
+        details={"name": name, "version": 1},
     )
     return get(conn, org_id, int(key[0]))
 
@@ -298,6 +315,7 @@ def update_config(
     *,
     name: str | None = None,
     changes: dict[str, Any] | None = None,
+    actor: str = "system",
 ) -> Assistant:
     """Apply ``changes`` (fields of :class:`AssistantConfig`) and a new name; writes the next
     version, unless nothing changed. A tool sent with a header value of ``********`` keeps the
@@ -331,6 +349,21 @@ def update_config(
         insert(assistant_versions).values(
             assistant_id=current.id, version=number, config=stored, created_at=now
         )
+    )
+    before = current.config.model_dump(mode="json")
+    audit.record(
+        conn,
+        "assistant.updated",
+        actor=actor,
+        org_id=org_id,
+        target=f"assistant:{current.id}",
+        details={
+            "name": new_name,
+            "version": number,
+            # Which settings changed, not their values (tool headers hold secrets).
+            "changed": sorted(k for k in stored if stored[k] != before.get(k))
+            + (["name"] if new_name != current.name else []),
+        },
     )
     return get(conn, org_id, current.id)
 
@@ -372,9 +405,17 @@ def versions(conn: Connection, assistant: Assistant) -> list[tuple[int, datetime
     return [(int(r.version), aware(r.created_at)) for r in rows]
 
 
-def archive(conn: Connection, org_id: int, ref: int | str) -> Assistant:
+def archive(conn: Connection, org_id: int, ref: int | str, *, actor: str = "system") -> Assistant:
     found = get(conn, org_id, ref)
     conn.execute(
         update(assistants).where(assistants.c.id == found.id).values(archived_at=datetime.now(UTC))
+    )
+    audit.record(
+        conn,
+        "assistant.archived",
+        actor=actor,
+        org_id=org_id,
+        target=f"assistant:{found.id}",
+        details={"name": found.name, "version": found.version},
     )
     return get(conn, org_id, found.id, include_archived=True)

@@ -24,6 +24,7 @@ with the error when the model broke off — so what the user saw is on record.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -48,6 +49,14 @@ from concierge.config import Settings
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
+from concierge.governance import consent, moderation
+from concierge.governance import policy as governance_policy
+from concierge.governance.injection import DATAMARK, guard_call, leaks_instructions
+from concierge.governance.labels import new_produce_id
+from concierge.governance.moderation import Verdict
+from concierge.governance.pii import Pseudonyms, StreamRestorer
+from concierge.governance.policy import OrgPolicy, effective, pick_language
+from concierge.governance.service import Governance
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.service import Knowledge
 from concierge.models.base import (
@@ -68,6 +77,7 @@ log = logging.getLogger(__name__)
 HISTORY_TURNS = 40  # the most turns read back for the conversation window
 MAX_MESSAGE_CHARS = 16_000
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
+LEAK_REFUSAL = "Sorry, I can't share how I was set up. Is there something else I can help with?"
 EMPTY_REPLY = (
     "Sorry, I could not find an answer to that. You can rephrase the question or ask for a person."
 )
@@ -125,6 +135,7 @@ class Inbound:
     new_conversation: bool = False  # start a new one even if there is a latest
     history: Sequence[HistoryTurn] | None = None  # the caller's own history (OpenAI door)
     priority_key: str | None = None  # who waits in the model's fair queue
+    language: str | None = None  # the user's languages (Accept-Language), for notices
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,15 @@ class Delta:
     """A piece of the reply's text."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The reply so far is withdrawn and replaced by ``text`` (output moderation); ``answer``
+    is the replacement without the notices before it."""
+
+    text: str
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -150,9 +170,11 @@ class Completed:
     reply: Turn | None  # None while a human has the conversation
     citations: list[dict[str, Any]]
     timings: dict[str, float]
+    label: dict[str, str] | None = None  # the reply's provenance label (AIGC), as delivered
+    delivered: str = ""  # the reply as the user received it (stored masked, per policy)
 
 
-ReplyEvent = Delta | ToolUsed | Completed
+ReplyEvent = Delta | Replaced | ToolUsed | Completed
 
 
 @dataclass
@@ -166,6 +188,9 @@ class _Context:
     history: list[HistoryTurn]
     memories: list[str]
     knowledge_bases: list[KnowledgeBase] = field(default_factory=list)
+    policy: OrgPolicy = field(default_factory=OrgPolicy)
+    disclosed: bool = False  # an assistant message of this conversation told the user already
+    memory_allowed: bool = True  # the user consented to what the memory needs
 
 
 @dataclass
@@ -182,10 +207,21 @@ class _Progress:
     completion_tokens: int = 0
     status: str = "complete"
     error: str | None = None
+    prefix: str = ""  # notices before the answer: AI disclosure, an explicit label
+    suffix: str = ""  # an explicit label after the answer
+    prefix_sent: bool = False
+    moderation: dict[str, Any] | None = None  # the output check that fired
+    label_id: str = field(default_factory=new_produce_id)
+
+    @property
+    def answer(self) -> str:
+        """What the model (or the platform in its place) said."""
+        return "".join(self.text).strip()
 
     @property
     def content(self) -> str:
-        return "".join(self.text).strip()
+        """The reply as delivered: notices, the answer, a closing label."""
+        return self.prefix + self.answer + self.suffix
 
 
 def citations_for(text: str, passages: Sequence[Passage]) -> list[dict[str, Any]]:
@@ -204,12 +240,18 @@ def citations_for(text: str, passages: Sequence[Passage]) -> list[dict[str, Any]
 
 class Runtime:
     def __init__(
-        self, db: Database, registry: ModelRegistry, knowledge: Knowledge, settings: Settings
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        knowledge: Knowledge,
+        settings: Settings,
+        governance: Governance,
     ) -> None:
         self.db = db
         self.registry = registry
         self.knowledge = knowledge
         self.settings = settings
+        self.governance = governance
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -244,9 +286,15 @@ class Runtime:
     # -- conversations ---------------------------------------------------------------------
 
     async def start_conversation(
-        self, org_id: int, assistant_ref: int | str, channel: str, external_id: str
+        self,
+        org_id: int,
+        assistant_ref: int | str,
+        channel: str,
+        external_id: str,
+        language: str | None = None,
     ) -> tuple[Conversation, list[Turn]]:
-        """A new conversation, opened with the assistant's greeting when it has one."""
+        """A new conversation, opened with the assistant's greeting when it has one (and the
+        AI disclosure before it: the greeting is then the first assistant message)."""
 
         def write(conn: Connection) -> tuple[Conversation, list[Turn]]:
             assistant = definitions.get(conn, org_id, assistant_ref)
@@ -254,13 +302,23 @@ class Runtime:
             conversation = store.create(conn, org_id, assistant.id, user, channel)
             opening: list[Turn] = []
             if assistant.config.greeting:
+                org_policy, _ = governance_policy.get(conn, org_id)
+                gov = effective(org_policy, assistant.config.governance)
+                content, record = assistant.config.greeting, None
+                if gov.disclosure.enabled:
+                    notice = pick_language(
+                        gov.disclosure.texts, language, gov.disclosure.default_language
+                    )
+                    content = f"{notice}\n\n{content}"
+                    record = {"disclosure": notice, "notices": [len(notice) + 2, 0]}
                 opening.append(
                     store.add_turn(
                         conn,
                         conversation,
                         "assistant",
-                        assistant.config.greeting,
+                        content,
                         assistant_version=assistant.version,
+                        governance=record,
                     )
                 )
             return conversation, opening
@@ -279,6 +337,7 @@ class Runtime:
 
         ctx = await self.db.read(lambda conn: self._load(conn, inbound))
         timings["load_ms"] = _ms(started)
+        gov = ctx.policy
 
         if ctx.conversation is not None and ctx.conversation.status != "assistant":
             # A person has the conversation: the message waits for them, the model stays out.
@@ -287,16 +346,33 @@ class Runtime:
             yield Completed(stored[0], stored[1], None, [], timings)
             return
 
+        progress = _Progress()
+        progress.prefix, progress.suffix = self._notices(ctx, inbound)
+        mark = time.perf_counter()
+        verdict = (
+            await self.governance.check(text, gov.moderation)
+            if gov.moderation.check_input
+            else moderation.PASS
+        )
+        timings["moderation_ms"] = _ms(mark)
+        if verdict.blocked and gov.moderation.action == "refuse":
+            # Refused before the model: the user gets the policy's answer, a person reviews.
+            progress.text = [gov.moderation.refusal_text]
+            progress.moderation = verdict.record("input", "refuse")
+            yield Delta(progress.content)
+            yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
+            return
+
         config = ctx.config
         if "handoff_to_human" in config.builtin_tools and wants_human(text):
             # An explicit request for a person is granted by the platform, not left to the model.
             reason = "the user asked for a person"
-            progress = _Progress(text=[HANDOFF_NOTICE], handoff=reason)
+            progress.text, progress.handoff = [HANDOFF_NOTICE], reason
             progress.tool_records.append(
                 {"name": "handoff_to_human", "arguments": {"reason": reason}, "by": "platform"}
             )
-            yield Delta(HANDOFF_NOTICE)
-            yield await self._save(ctx, inbound, text, progress, timings, started)
+            yield Delta(progress.content)
+            yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
             return
 
         mark = time.perf_counter()
@@ -314,22 +390,38 @@ class Runtime:
         context = config.max_context_tokens
         if route[0].context_length:  # never plan for more than the model can read
             context = min(context, route[0].context_length)
-        spotlight = Spotlight()
+        message, history, memories = text, ctx.history, ctx.memories
+        names: Pseudonyms | None = None
+        if gov.pii.redact_external_models and not route[0].runs_locally:
+            # Personal data stays on this machine: the external model sees placeholders
+            # ([EMAIL_1]); its answer and its tool calls get the real values back here.
+            names = Pseudonyms(self.governance.detector, gov.pii.entities)
+            message = names.mask(message)
+            history = [
+                t if t.masked else HistoryTurn(t.role, names.mask(t.content)) for t in history
+            ]
+            memories = [names.mask(m) for m in memories]
+        restorer = StreamRestorer(names) if names is not None else None
+        defence = gov.injection
+        spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
         built = build(
             instructions=config.instructions,
-            message=text,
-            history=ctx.history,
+            message=message,
+            history=history,
             passages=passages,
-            memories=ctx.memories,
+            memories=memories,
             max_context_tokens=context,
             max_reply_tokens=min(config.max_reply_tokens, context // 2),
             spotlight=spotlight,
         )
-        tools = self._tool_specs(config)
+        tools = self._tool_specs(config, ctx)
         timings["prompt_ms"] = _ms(mark)
 
-        progress = _Progress(passages=list(built.passages))
+        progress.passages = list(built.passages)
         messages = list(built.messages)
+        user_said = [t.content for t in ctx.history if t.role == "user"]
+        tool_outputs: list[str] = []
+        check_output = gov.moderation.enabled and gov.moderation.check_output
         tool_deadline: float | None = None
         model_s = 0.0
         tools_s = 0.0
@@ -356,10 +448,46 @@ class Runtime:
                     progress.model = model.model_id
                     for event in batch:
                         if isinstance(event, TextDelta):
-                            if event.text:
-                                step_text.append(event.text)
-                                progress.text.append(event.text)
-                                yield Delta(event.text)
+                            if not event.text:
+                                continue
+                            step_text.append(event.text)  # as the model wrote it
+                            shown = event.text
+                            if spotlight.datamarking and DATAMARK in shown:
+                                # Copied from marked data: the mark is not for the user.
+                                shown = shown.replace(DATAMARK, " ")
+                            if restorer is not None:
+                                shown = restorer.feed(shown)
+                                if not shown:
+                                    continue
+                            event = TextDelta(shown)
+                            if (
+                                defence.enabled
+                                and defence.leak_guard
+                                and progress.moderation is None
+                                and leaks_instructions(
+                                    "".join(progress.text) + event.text, config.instructions
+                                )
+                            ):
+                                progress.moderation = {
+                                    "stage": "output",
+                                    "action": "refuse",
+                                    "category": "instructions_leak",
+                                    "rule": "leak_guard",
+                                }
+                                progress.text = [LEAK_REFUSAL]
+                                progress.prefix_sent = True
+                                yield Replaced(progress.prefix + LEAK_REFUSAL, LEAK_REFUSAL)
+                                raise _Withdrawn
+                            if check_output and progress.moderation is None:
+                                seen = "".join(progress.text) + event.text
+                                hit = self.governance.quick_check(seen, gov.moderation)
+                                if hit.blocked:
+                                    replaced = self._moderate_output(progress, hit, gov)
+                                    if replaced is not None:
+                                        yield replaced
+                                        raise _Withdrawn
+                            progress.text.append(event.text)
+                            yield Delta(self._with_prefix(progress, event.text))
                         elif isinstance(event, ToolCallDelta):
                             call = calls.setdefault(
                                 event.index, {"id": "", "name": "", "arguments": ""}
@@ -369,6 +497,9 @@ class Runtime:
                             call["arguments"] += event.arguments
                         elif isinstance(event, Finish):
                             _add_usage(progress, event.usage)
+                if restorer is not None and (rest := restorer.flush()):
+                    progress.text.append(rest)
+                    yield Delta(self._with_prefix(progress, rest))
                 model_s += time.perf_counter() - mark
                 if not calls:
                     break
@@ -381,21 +512,44 @@ class Runtime:
                 ]
                 messages.append(Message("assistant", "".join(step_text) or None, tuple(made)))
                 for call_made in made:
-                    result = await self._run_tool(
-                        call_made, config, ctx, inbound, progress, tool_deadline
-                    )
+                    if names is not None:  # the tool gets the real values, never the model
+                        restored = names.restore_json(_loads(call_made.arguments))
+                        call_made = ToolCall(call_made.id, call_made.name, json.dumps(restored))
+                    refusal = None
+                    if defence.enabled and defence.tool_guard:
+                        refusal = guard_call(
+                            call_made.name,
+                            _loads(call_made.arguments),
+                            trusted=[text, *user_said, config.instructions],
+                            untrusted=[
+                                *(p.text for p in progress.passages),
+                                *ctx.memories,
+                                *tool_outputs,
+                            ],
+                        )
+                    if refusal is not None:
+                        failed = _tool_failure(call_made, refusal, time.perf_counter())
+                        result = dataclasses.replace(failed, refused=True)
+                    else:
+                        result = await self._run_tool(
+                            call_made, config, ctx, inbound, progress, tool_deadline
+                        )
+                    tool_outputs.append(result.content)
                     progress.tool_records.append(result.record())
                     yield ToolUsed(result.record())
+                    returned = names.mask(result.content) if names is not None else result.content
                     messages.append(
                         Message(
                             "tool",
-                            spotlight.wrap("tool_result", result.content, call_made.name),
+                            spotlight.wrap("tool_result", returned, call_made.name),
                             tool_call_id=call_made.id,
                             name=call_made.name,
                         )
                     )
                 tools_s += time.perf_counter() - mark
             finished = True
+        except _Withdrawn:
+            finished = True  # output moderation replaced the answer; the model was stopped
         except (asyncio.CancelledError, GeneratorExit):
             progress.status = "partial"
             raise
@@ -413,24 +567,75 @@ class Runtime:
             if not finished and progress.status == "partial" and progress.text:
                 # The client went away mid-reply: keep what it was shown.
                 with anyio.CancelScope(shield=True):
-                    await self._save(ctx, inbound, text, progress, timings, started)
+                    await self._save(ctx, inbound, text, progress, timings, started, verdict)
         timings["model_ms"] = round(model_s * 1000, 2)
         timings["tools_ms"] = round(tools_s * 1000, 2)
-        if progress.handoff is not None and not progress.content:
+        if progress.handoff is not None and not progress.answer:
             progress.text.append(HANDOFF_NOTICE)
-            yield Delta(HANDOFF_NOTICE)
-        elif not progress.content:
+            yield Delta(self._with_prefix(progress, HANDOFF_NOTICE))
+        elif not progress.answer:
             # The model produced nothing usable (it went straight to a stop sequence): the
             # user gets an honest answer, the turn says what happened.
             progress.text = [EMPTY_REPLY]
             progress.error = "the model returned no text"
-            yield Delta(EMPTY_REPLY)
-        yield await self._save(ctx, inbound, text, progress, timings, started)
+            yield Delta(self._with_prefix(progress, EMPTY_REPLY))
+        if check_output and progress.moderation is None and self.governance.classifiers:
+            hit = await self.governance.check(progress.answer, gov.moderation)
+            if hit.blocked:
+                replaced = self._moderate_output(progress, hit, gov)
+                if replaced is not None:
+                    yield replaced
+        if progress.suffix:
+            yield Delta(progress.suffix)
+        yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
+
+    # -- governance steps ------------------------------------------------------------------
+
+    def _notices(self, ctx: _Context, inbound: Inbound) -> tuple[str, str]:
+        """What goes before and after the answer: the AI disclosure in the first assistant
+        message of a conversation, and the explicit label where the policy wants one."""
+        gov = ctx.policy
+        before: list[str] = []
+        if gov.disclosure.enabled and not ctx.disclosed:
+            before.append(
+                pick_language(
+                    gov.disclosure.texts, inbound.language, gov.disclosure.default_language
+                )
+            )
+        label = pick_language(
+            gov.labels.explicit_texts, inbound.language, gov.disclosure.default_language
+        )
+        if gov.labels.explicit == "start":
+            before.append(label)
+        prefix = "".join(f"{notice}\n\n" for notice in before)
+        suffix = f"\n\n{label}" if gov.labels.explicit == "end" else ""
+        return prefix, suffix
+
+    @staticmethod
+    def _with_prefix(progress: _Progress, text: str) -> str:
+        """``text``, preceded by the notices the first time anything is sent."""
+        if progress.prefix_sent:
+            return text
+        progress.prefix_sent = True
+        return progress.prefix + text
+
+    @staticmethod
+    def _moderate_output(progress: _Progress, hit: Verdict, gov: OrgPolicy) -> Replaced | None:
+        """Apply the policy to an answer that broke a rule: replace it, or flag it."""
+        if gov.moderation.action == "refuse":
+            progress.moderation = hit.record("output", "refuse")
+            progress.text = [gov.moderation.refusal_text]
+            progress.prefix_sent = True
+            return Replaced(progress.prefix + progress.answer, progress.answer)
+        progress.moderation = hit.record("output", "flag")
+        return None
 
     # -- step 1: load ----------------------------------------------------------------------
 
     def _load(self, conn: Connection, inbound: Inbound) -> _Context:
         assistant = definitions.get(conn, inbound.org_id, inbound.assistant)
+        org_policy, _ = governance_policy.get(conn, inbound.org_id)
+        gov = effective(org_policy, assistant.config.governance)
         if inbound.conversation_id is not None:
             found, user = store.get_with_user(conn, inbound.org_id, inbound.conversation_id)
             if found.assistant_id != assistant.id:
@@ -450,33 +655,48 @@ class Runtime:
                     conversation = store.latest(
                         conn, inbound.org_id, assistant.id, user, inbound.channel
                     )
+        recent = store.recent_turns(conn, conversation, HISTORY_TURNS) if conversation else []
+        disclosed = len(recent) >= HISTORY_TURNS or any(t.role == "assistant" for t in recent)
         if inbound.history is not None:
             history = list(inbound.history)
-        elif conversation is not None:
+        else:
             # Greetings and notices (assistant turns no model wrote) carry nothing to answer
-            # from, and small models tend to repeat them: they stay out of the window.
+            # from, and small models tend to repeat them: they stay out of the window, as do
+            # the disclosure and labels around answers.
             history = [
-                HistoryTurn(t.role, t.content)
-                for t in store.recent_turns(conn, conversation, HISTORY_TURNS)
+                HistoryTurn(t.role, _answer_of(t), bool((t.governance or {}).get("masked")))
+                for t in recent
                 if t.content and not (t.role == "assistant" and t.model is None)
             ]
-        else:
-            history = []
+        purpose = gov.consent.memory_requires
+        memory_allowed = purpose is None or consent.granted(conn, user.id, purpose)
         memories = (
             [m.fact for m in store.memories_of(conn, inbound.org_id, assistant.id, user)]
-            if user.id
+            if user.id and memory_allowed
             else []
         )
         kbs = knowledge_bases(conn, inbound.org_id, assistant.config.knowledge_bases)
-        return _Context(assistant, assistant.config, user, conversation, history, memories, kbs)
+        return _Context(
+            assistant,
+            assistant.config,
+            user,
+            conversation,
+            history,
+            memories,
+            kbs,
+            policy=gov,
+            disclosed=disclosed,
+            memory_allowed=memory_allowed,
+        )
 
     # -- step 5: tools ---------------------------------------------------------------------
 
-    def _tool_specs(self, config: AssistantConfig) -> list[ToolSpec]:
+    def _tool_specs(self, config: AssistantConfig, ctx: _Context) -> list[ToolSpec]:
         specs = [
             BUILTIN_SPECS[name]
             for name in config.builtin_tools
-            if name != "search_knowledge" or config.knowledge_bases
+            if (name != "search_knowledge" or config.knowledge_bases)
+            and (name != "remember" or ctx.memory_allowed)  # memory needs the user's consent
         ]
         specs += [ToolSpec(t.name, t.description, t.parameters) for t in config.tools]
         return specs
@@ -529,6 +749,8 @@ class Runtime:
             content = "\n\n".join(lines) or "Nothing in the knowledge base matches that query."
             return ToolResult(call.name, arguments, content, None, _ms(started))
         if call.name == "remember":
+            if not ctx.memory_allowed:
+                return _tool_failure(call, "the user has not agreed to be remembered", started)
             fact = " ".join(str(arguments["fact"]).split())
             progress.memories.append(fact)
             return ToolResult(call.name, arguments, f"Saved: {fact}", None, _ms(started))
@@ -552,10 +774,40 @@ class Runtime:
         progress: _Progress,
         timings: dict[str, float],
         started: float,
+        verdict: Verdict,
     ) -> Completed:
         mark = time.perf_counter()
-        citations = citations_for(progress.content, progress.passages)
+        gov = ctx.policy
+        delivered = progress.content
+        citations = citations_for(progress.answer, progress.passages)
         latency = _ms(started)
+        producer = self.governance.producer(gov)
+        label = self.governance.labeller.label(delivered, progress.label_id, producer=producer)
+        # What is stored: personal data masked where the policy says so (the label above is
+        # for what the user received; a stored turn's label is issued over what was stored).
+        asked, asked_pii = self._for_storage(text, gov)
+        answered_text, answered_pii = self._for_storage(delivered, gov)
+        facts = [self._for_storage(fact, gov)[0] for fact in progress.memories]
+        asked_record: dict[str, Any] = {}
+        if gov.pii.redact_storage:
+            asked_record["masked"] = True
+        if asked_pii:
+            asked_record["pii"] = asked_pii
+        if verdict.blocked:
+            asked_record["moderation"] = verdict.record("input", gov.moderation.action)
+        reply_record: dict[str, Any] = {
+            "label_id": progress.label_id,
+            "producer": producer,
+            "notices": [len(progress.prefix), len(progress.suffix)],
+        }
+        if progress.prefix and gov.disclosure.enabled and not ctx.disclosed:
+            reply_record["disclosure"] = progress.prefix.split("\n\n", 1)[0]
+        if gov.pii.redact_storage:
+            reply_record["masked"] = True
+        if answered_pii:
+            reply_record["pii"] = answered_pii
+        if progress.moderation is not None:
+            reply_record["moderation"] = progress.moderation
 
         def write(conn: Connection) -> tuple[Conversation, Turn, Turn]:
             user = (
@@ -566,15 +818,15 @@ class Runtime:
             conversation = ctx.conversation or store.create(
                 conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
             )
-            asked, answered = store.add_turns(
+            user_turn, reply_turn = store.add_turns(
                 conn,
                 conversation,
                 [
-                    store.new_turn(conversation, "user", text),
+                    store.new_turn(conversation, "user", asked, governance=asked_record or None),
                     store.new_turn(
                         conversation,
                         "assistant",
-                        progress.content,
+                        answered_text,
                         status=progress.status,
                         citations=citations,
                         tool_calls=progress.tool_records,
@@ -584,26 +836,66 @@ class Runtime:
                         completion_tokens=progress.completion_tokens,
                         latency_ms=latency,
                         error=progress.error,
+                        governance=reply_record,
                     ),
                 ],
             )
-            for fact in progress.memories:
-                store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, answered.id)
+            for fact in facts:
+                store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, reply_turn.id)
             if progress.handoff is not None:
                 conversation = store.set_status(conn, conversation, "handoff", progress.handoff)
-            return conversation, asked, answered
+            # Every moderation hit goes to the review queue (and so to the audit log).
+            output = progress.moderation
+            for turn, record in (
+                (user_turn, asked_record.get("moderation")),
+                (reply_turn, output if output and output["stage"] == "output" else None),
+            ):
+                if record is not None:
+                    moderation.open_report(
+                        conn,
+                        org_id=inbound.org_id,
+                        conversation_id=conversation.id,
+                        turn_id=turn.id,
+                        source="moderation",
+                        category=str(record["category"]),
+                        reason=f"{record['stage']} {record['action']}: {record['rule']}",
+                        actor="system:moderation",
+                        details=record,
+                    )
+            return conversation, user_turn, reply_turn
 
-        conversation, asked, answered = await self.db.write(write)
+        conversation, user_turn, reply_turn = await self.db.write(write)
         timings["storage_ms"] = _ms(mark)
         timings["total_ms"] = _ms(started)
-        return Completed(conversation, asked, answered, citations, timings)
+        return Completed(conversation, user_turn, reply_turn, citations, timings, label, delivered)
+
+    def _for_storage(self, text: str, gov: OrgPolicy) -> tuple[str, dict[str, int]]:
+        if not gov.pii.redact_storage:
+            return text, {}
+        return self.governance.detector.redact(text, gov.pii.entities)
 
     def _store_waiting(
         self, conn: Connection, ctx: _Context, text: str
     ) -> tuple[Conversation, Turn]:
         assert ctx.conversation is not None
-        turn = store.add_turn(conn, ctx.conversation, "user", text)
+        stored, found = self._for_storage(text, ctx.policy)
+        turn = store.add_turn(
+            conn, ctx.conversation, "user", stored, governance={"pii": found} if found else None
+        )
         return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn
+
+
+class _Withdrawn(Exception):
+    """Output moderation replaced the answer: stop the model."""
+
+
+def _answer_of(turn: Turn) -> str:
+    """A stored reply without the notices around it (the disclosure, explicit labels)."""
+    notices = (turn.governance or {}).get("notices")
+    if not notices:
+        return turn.content
+    before, after = int(notices[0]), int(notices[1])
+    return turn.content[before : len(turn.content) - after if after else None]
 
 
 def _add_usage(progress: _Progress, usage: Usage) -> None:

@@ -35,6 +35,7 @@ class ToolResult:
     content: str  # what the model reads back
     error: str | None = None
     ms: float = 0.0
+    refused: bool = False  # by the prompt-injection guard, not run
 
     @property
     def ok(self) -> bool:
@@ -47,6 +48,8 @@ class ToolResult:
             out["result"] = self.content
         else:
             out["error"] = self.error
+        if self.refused:
+            out["refused_by"] = "injection_guard"
         return out
 
 

@@ -74,11 +74,33 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     ctx.obj = Context(config_file)
 
 
-def _register() -> None:
-    from concierge.cli import chat, config, db, demo, kb, keys, models, orgs, serve, usage
+COMMANDS = (
+    "audit",
+    "chat",
+    "config",
+    "db",
+    "demo",
+    "kb",
+    "keys",
+    "labels",
+    "models",
+    "orgs",
+    "policy",
+    "serve",
+    "subjects",
+    "usage",
+)
 
-    for module in (chat, config, db, demo, kb, keys, models, orgs, serve, usage):
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMANDS:
+        module = importlib.import_module(f"concierge.cli.{name}")
         main.add_command(module.command)
+    from concierge.cli.policy import retention_command
+
+    main.add_command(retention_command)
 
 
 _register()

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from concierge import keys
 from concierge.cli import Context, database, pass_context, print_table
+from concierge.governance import audit
 
 
 @click.group("keys")
@@ -51,7 +52,9 @@ def create(
     )
     with database(settings) as db:
         new = db.write_sync(
-            lambda conn: keys.create(conn, org_slug, name, frozenset(scopes), limits)
+            lambda conn: keys.create(
+                conn, org_slug, name, frozenset(scopes), limits, actor=audit.cli_actor()
+            )
         )
     click.echo(
         f"created key {new.key.id} ({new.key.prefix}…) for {org_slug}; "
@@ -113,5 +116,5 @@ def list_keys(ctx: Context, org_slug: str | None, show_all: bool) -> None:
 def revoke(ctx: Context, key_id: int) -> None:
     """Revoke the key KEY_ID. Servers stop accepting it within key_cache_seconds."""
     with database(ctx.settings()) as db:
-        key = db.write_sync(lambda conn: keys.revoke(conn, key_id))
+        key = db.write_sync(lambda conn: keys.revoke(conn, key_id, actor=audit.cli_actor()))
     click.echo(f"revoked key {key.id} ({key.prefix}…)")

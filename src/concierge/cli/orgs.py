@@ -7,6 +7,7 @@ from rich.table import Table
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context, print_table
+from concierge.governance import audit
 
 
 @click.group("orgs")
@@ -21,7 +22,7 @@ def command() -> None:
 def create(ctx: Context, slug: str, name: str | None) -> None:
     """Create the organisation SLUG."""
     with database(ctx.settings()) as db:
-        org = db.write_sync(lambda conn: orgs.create(conn, slug, name))
+        org = db.write_sync(lambda conn: orgs.create(conn, slug, name, actor=audit.cli_actor()))
     click.echo(f"created organisation {org.slug} (id {org.id})")
 
 

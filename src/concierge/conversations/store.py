@@ -84,6 +84,8 @@ class Turn:
     latency_ms: float | None = None
     error: str | None = None
     author: str | None = None
+    # What governance did: label id and producer, disclosure, PII masked, moderation.
+    governance: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,7 @@ class Turn:
             "latency_ms": self.latency_ms,
             "error": self.error,
             "author": self.author,
+            "governance": self.governance,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -337,6 +340,7 @@ def _turn(row: Any) -> Turn:
         latency_ms=row.latency_ms,
         error=row.error,
         author=row.author,
+        governance=row.governance,
     )
 
 
@@ -355,6 +359,7 @@ def new_turn(
     latency_ms: float | None = None,
     error: str | None = None,
     author: str | None = None,
+    governance: dict[str, Any] | None = None,
 ) -> Turn:
     """A turn of ``conversation``, not stored yet (id 0): see :func:`add_turns`."""
     return Turn(
@@ -373,6 +378,7 @@ def new_turn(
         latency_ms=latency_ms,
         error=error,
         author=author,
+        governance=governance,
     )
 
 
@@ -504,3 +510,183 @@ def forget_one(conn: Connection, org_id: int, assistant_id: int, memory_id: int)
     ).rowcount
     if not gone:
         raise NotFound(f"memory {memory_id} not found", param="memory")
+
+
+def get_turn(conn: Connection, conversation: Conversation, turn_id: int) -> Turn:
+    """One turn of ``conversation``; a turn of any other conversation is not found."""
+    row = conn.execute(
+        select(turns).where(id_is(turns.c.id, turn_id), turns.c.conversation_id == conversation.id)
+    ).first()
+    if row is None:
+        raise NotFound(f"turn {turn_id} not found in conversation {conversation.id}", param="turn")
+    return _turn(row)
+
+
+def withdraw(conn: Connection, turn: Turn, notice: str, why: dict[str, Any]) -> Turn:
+    """Replace a turn's text with ``notice`` (moderation removed it); ``why`` is recorded."""
+    record = {**(turn.governance or {}), "withdrawn": why}
+    record.pop("notices", None)
+    record.pop("label_id", None)  # the notice is not generated content
+    conn.execute(
+        update(turns)
+        .where(turns.c.id == turn.id)
+        .values(content=notice, citations=[], governance=record)
+    )
+    return dataclasses.replace(turn, content=notice, citations=[], governance=record)
+
+
+# -- retention and erasure (called by concierge.governance) ----------------------------------
+
+
+def purge_idle(
+    conn: Connection,
+    org_id: int,
+    cutoff: datetime,
+    *,
+    keep_users: set[int],
+    keep_conversations: set[int],
+) -> dict[str, int]:
+    """Delete the organisation's conversations idle since before ``cutoff`` (turns go with
+    them), memories older than it, and end users left with nothing; held ones stay."""
+    removed = {"conversations": 0, "memories": 0, "end_users": 0}
+    query = select(conversations.c.id, conversations.c.end_user_id).where(
+        conversations.c.org_id == org_id, conversations.c.updated_at < cutoff
+    )
+    doomed = [
+        int(r.id)
+        for r in conn.execute(query)
+        if int(r.id) not in keep_conversations and int(r.end_user_id) not in keep_users
+    ]
+    for start in range(0, len(doomed), 500):
+        batch = doomed[start : start + 500]
+        removed["conversations"] += conn.execute(
+            delete(conversations).where(conversations.c.id.in_(batch))
+        ).rowcount
+    where = [memories.c.org_id == org_id, memories.c.created_at < cutoff]
+    if keep_users:
+        where.append(memories.c.end_user_id.not_in(keep_users))
+    removed["memories"] = conn.execute(delete(memories).where(*where)).rowcount
+    orphans = select(end_users.c.id).where(
+        end_users.c.org_id == org_id,
+        end_users.c.last_seen_at < cutoff,
+        ~select(conversations.c.id).where(conversations.c.end_user_id == end_users.c.id).exists(),
+        ~select(memories.c.id).where(memories.c.end_user_id == end_users.c.id).exists(),
+    )
+    gone = [int(r.id) for r in conn.execute(orphans) if int(r.id) not in keep_users]
+    if gone:
+        removed["end_users"] = conn.execute(
+            delete(end_users).where(end_users.c.id.in_(gone))
+        ).rowcount
+    return removed
+
+
+def end_users_named(
+    conn: Connection, org_id: int, external_id: str, channel: str | None = None
+) -> list[EndUser]:
+    """Every identity of a data subject: their external id on each channel (or one)."""
+    query = select(end_users).where(
+        end_users.c.org_id == org_id, end_users.c.external_id == external_id
+    )
+    if channel is not None:
+        query = query.where(end_users.c.channel == channel)
+    return [_end_user(r) for r in conn.execute(query.order_by(end_users.c.id))]
+
+
+def subject_data(conn: Connection, user: EndUser) -> dict[str, Any]:
+    """Everything stored about one end user: conversations with their turns, memories."""
+    rows = conn.execute(
+        select(conversations)
+        .where(conversations.c.end_user_id == user.id)
+        .order_by(conversations.c.id)
+    )
+    out = []
+    for row in rows:
+        conversation = _conversation(row)
+        listed = conn.execute(
+            select(turns).where(turns.c.conversation_id == conversation.id).order_by(turns.c.id)
+        )
+        out.append({**conversation.to_dict(), "turns": [_turn(t) for t in listed]})
+    remembered = conn.execute(
+        select(memories).where(memories.c.end_user_id == user.id).order_by(memories.c.id)
+    )
+    return {
+        "conversations": out,
+        "memories": [
+            Memory(int(m.id), m.fact, aware(m.created_at), m.turn_id).to_dict() for m in remembered
+        ],
+    }
+
+
+def erase_end_user(conn: Connection, user: EndUser) -> dict[str, int]:
+    """Delete an end user and everything stored about them; counts per kind."""
+    ids = [
+        int(r.id)
+        for r in conn.execute(
+            select(conversations.c.id).where(conversations.c.end_user_id == user.id)
+        )
+    ]
+    counts = {"conversations": len(ids), "turns": 0, "memories": 0, "end_users": 0}
+    if ids:
+        counts["turns"] = conn.execute(
+            delete(turns).where(turns.c.conversation_id.in_(ids))
+        ).rowcount
+        conn.execute(delete(conversations).where(conversations.c.id.in_(ids)))
+    counts["memories"] = conn.execute(
+        delete(memories).where(memories.c.end_user_id == user.id)
+    ).rowcount
+    counts["end_users"] = conn.execute(delete(end_users).where(end_users.c.id == user.id)).rowcount
+    return counts
+
+
+def conversation_ids_of(conn: Connection, user: EndUser) -> list[int]:
+    rows = conn.execute(
+        select(conversations.c.id)
+        .where(conversations.c.end_user_id == user.id)
+        .order_by(conversations.c.id)
+    )
+    return [int(r.id) for r in rows]
+
+
+ERASED = "[removed: erased personal data]"
+
+
+def scrub_documents(
+    conn: Connection, org_id: int, document_ids: set[int], texts: Sequence[str]
+) -> int:
+    """Remove what other conversations kept of erased documents: citations of them (their
+    snippets quote the text) and tool results that quote their passages. Returns the number
+    of turns changed. Scans the organisation's assistant turns, in batches."""
+    if not document_ids:
+        return 0
+    changed = 0
+    after = 0
+    probes = [t.strip()[:80] for t in texts if t.strip()]
+    while True:
+        rows = list(
+            conn.execute(
+                select(turns.c.id, turns.c.citations, turns.c.tool_calls)
+                .where(turns.c.org_id == org_id, turns.c.role == "assistant", turns.c.id > after)
+                .order_by(turns.c.id)
+                .limit(1000)
+            )
+        )
+        if not rows:
+            return changed
+        after = int(rows[-1].id)
+        for row in rows:
+            citations = [
+                c for c in (row.citations or []) if c.get("document_id") not in document_ids
+            ]
+            calls = []
+            for call in row.tool_calls or []:
+                result = str(call.get("result") or "")
+                if any(probe in result for probe in probes):
+                    call = {**call, "result": ERASED}
+                calls.append(call)
+            if citations != (row.citations or []) or calls != (row.tool_calls or []):
+                conn.execute(
+                    update(turns)
+                    .where(turns.c.id == row.id)
+                    .values(citations=citations, tool_calls=calls)
+                )
+                changed += 1

@@ -28,8 +28,10 @@ async def list_orgs(request: Request, _key: AdminKey) -> JSON:
 
 
 @router.post("/orgs", status_code=201, summary="Create an organisation")
-async def create_org(body: OrganizationIn, request: Request, _key: AdminKey) -> JSON:
-    org = await _c(request).db.write(lambda conn: orgs.create(conn, body.slug, body.name))
+async def create_org(body: OrganizationIn, request: Request, key: AdminKey) -> JSON:
+    org = await _c(request).db.write(
+        lambda conn: orgs.create(conn, body.slug, body.name, actor=key.actor)
+    )
     return JSON(org.to_dict(), status_code=201)
 
 
@@ -42,20 +44,22 @@ async def list_keys(
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (its secret is shown once)")
-async def create_key(body: KeyIn, request: Request, _key: AdminKey) -> JSON:
+async def create_key(body: KeyIn, request: Request, key: AdminKey) -> JSON:
     limits = keys.Limits(
         body.requests_per_minute, body.tokens_per_minute, body.tokens_per_day, body.tokens_per_month
     )
     new = await _c(request).db.write(
-        lambda conn: keys.create(conn, body.org, body.name, frozenset(body.scopes), limits)
+        lambda conn: keys.create(
+            conn, body.org, body.name, frozenset(body.scopes), limits, actor=key.actor
+        )
     )
     return JSON({**new.key.to_dict(), "key": new.secret}, status_code=201)
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
-async def revoke_key(key_id: RowId, request: Request, _key: AdminKey) -> JSON:
+async def revoke_key(key_id: RowId, request: Request, key: AdminKey) -> JSON:
     c = _c(request)
-    revoked = await c.db.write(lambda conn: keys.revoke(conn, key_id))
+    revoked = await c.db.write(lambda conn: keys.revoke(conn, key_id, actor=key.actor))
     c.key_cache.invalidate()
     return JSON(revoked.to_dict())
 

@@ -50,7 +50,7 @@ async def create_assistant(request: Request) -> JSON:
 
     def write(conn: Any) -> Assistant:
         _check(request, conn, key.org_id, config)
-        return definitions.create(conn, key.org_id, body.name, config)
+        return definitions.create(conn, key.org_id, body.name, config, actor=key.actor)
 
     made = await _db(request).write(write)
     return JSON(made.to_dict(), status_code=201)
@@ -80,7 +80,9 @@ async def update_assistant(assistant: str, request: Request) -> JSON:
     name = changes.pop("name", None)
 
     def write(conn: Any) -> Assistant:
-        updated = definitions.update_config(conn, key.org_id, assistant, name=name, changes=changes)
+        updated = definitions.update_config(
+            conn, key.org_id, assistant, name=name, changes=changes, actor=key.actor
+        )
         _check(request, conn, key.org_id, updated.config)
         return updated
 
@@ -89,7 +91,9 @@ async def update_assistant(assistant: str, request: Request) -> JSON:
 
 @router.delete("/{assistant}", summary="Archive an assistant (its conversations are kept)")
 async def delete_assistant(assistant: str, request: Request, key: InferenceKey) -> JSON:
-    gone = await _db(request).write(lambda conn: definitions.archive(conn, key.org_id, assistant))
+    gone = await _db(request).write(
+        lambda conn: definitions.archive(conn, key.org_id, assistant, actor=key.actor)
+    )
     return JSON({"id": gone.id, "object": "assistant.deleted", "deleted": True})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -21,7 +22,15 @@ from concierge import names
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant
 from concierge.assistants.prompt import HistoryTurn
-from concierge.assistants.runtime import Completed, Delta, Inbound, ReplyEvent, Runtime, ToolUsed
+from concierge.assistants.runtime import (
+    Completed,
+    Delta,
+    Inbound,
+    Replaced,
+    ReplyEvent,
+    Runtime,
+    ToolUsed,
+)
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
@@ -41,6 +50,8 @@ from concierge.gateway.schemas import (
     UserMessage,
     message_text,
 )
+from concierge.governance import exports
+from concierge.governance.service import Governance
 from concierge.keys import ApiKey
 from concierge.models.base import Usage
 from concierge.store import Database
@@ -69,8 +80,13 @@ def reply_body(completed: Completed) -> dict[str, Any]:
         "object": "conversation.reply",
         "conversation": completed.conversation.to_dict(),
         "user_turn": completed.user_turn.to_dict(),
-        "reply": completed.reply.to_dict() if completed.reply else None,
+        "reply": (
+            {**completed.reply.to_dict(), "content": completed.delivered, "aigc": completed.label}
+            if completed.reply
+            else None
+        ),
         "citations": completed.citations,
+        "aigc": completed.label,  # GB 45438-2025 implicit label of the reply, signed
         "timings": completed.timings,  # milliseconds per pipeline step
     }
 
@@ -84,6 +100,8 @@ class NativeFormat:
     def event(self, event: ReplyEvent) -> bytes:
         if isinstance(event, Delta):
             return sse("turn.delta", {"content": event.text})
+        if isinstance(event, Replaced):
+            return sse("turn.replaced", {"content": event.text})
         if isinstance(event, ToolUsed):
             return sse("turn.tool", event.record)
         return sse("turn.completed", reply_body(event))
@@ -116,7 +134,7 @@ async def start_conversation(assistant: str, request: Request) -> JSON:
     key = await inference_key(request)
     body = await parse(request, ConversationIn)
     conversation, opening = await _runtime(request).start_conversation(
-        key.org_id, assistant, API_CHANNEL, body.user
+        key.org_id, assistant, API_CHANNEL, body.user, request.headers.get("accept-language")
     )
     return JSON(
         {**conversation.to_dict(), "turns": [t.to_dict() for t in opening]}, status_code=201
@@ -168,6 +186,7 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
         external_id="-",
         text=body.content,
         conversation_id=conversation,
+        language=request.headers.get("accept-language"),
     )
     events = _runtime(request).reply(inbound)
     return await respond(
@@ -222,7 +241,58 @@ async def list_turns(
         return store.list_turns(conn, found, after=after, limit=limit)
 
     rows, more = await _db(request).read(read)
-    return JSON(_page(rows, more))
+    governance: Governance = request.app.state.concierge.governance
+    page = _page(rows, more)
+    for item, turn in zip(page["data"], rows, strict=True):
+        made = governance.label(turn.content, turn.governance)
+        if made is not None:
+            item["aigc"] = made
+    return JSON(page)
+
+
+@router.get(
+    "/conversations/{conversation}/export",
+    summary="Export a conversation with its provenance labels (JSON, text or HTML)",
+    response_model=None,
+)
+async def export_conversation(
+    conversation: RowId,
+    request: Request,
+    key: InferenceKey,
+    format: Literal["json", "text", "html"] = "json",
+) -> Response:
+    governance: Governance = request.app.state.concierge.governance
+
+    def read(conn: Connection) -> tuple[Conversation, list[Turn], str]:
+        found = store.get(conn, key.org_id, conversation)
+        everything: list[Turn] = []
+        after: int | None = None
+        while True:
+            rows, more = store.list_turns(conn, found, after=after, limit=500)
+            everything += rows
+            if not more:
+                break
+            after = rows[-1].id
+        assistant = definitions.get(conn, key.org_id, found.assistant_id, include_archived=True)
+        return found, everything, assistant.name
+
+    found, rows, name = await _db(request).read(read)
+
+    def label(turn: Turn) -> dict[str, str] | None:
+        return governance.label(turn.content, turn.governance)
+
+    now = datetime.now(UTC)
+    suffix = {"json": "json", "text": "txt", "html": "html"}[format]
+    disposition = {
+        "Content-Disposition": f'attachment; filename="conversation-{found.id}.{suffix}"'
+    }
+    if format == "json":
+        return JSON(exports.as_json(found, rows, label, now), headers=disposition)
+    if format == "text":
+        body = exports.as_text(found, rows, label, now, name)
+        return Response(body, media_type="text/plain; charset=utf-8", headers=disposition)
+    body = exports.as_html(found, rows, label, now, name)
+    return Response(body, media_type="text/html; charset=utf-8", headers=disposition)
 
 
 @router.post(
@@ -384,7 +454,7 @@ class OpenAIFormat:
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": reply.content if reply else "",
+                        "content": completed.delivered if reply else "",
                         "refusal": None,
                         "citations": completed.citations,
                     },
@@ -394,6 +464,7 @@ class OpenAIFormat:
             ],
             "usage": usage.to_dict(),
             "metadata": self._metadata(completed),
+            "aigc": completed.label,
         }
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -410,6 +481,9 @@ class OpenAIFormat:
             head = self._chunk({"role": "assistant", "content": ""})
         if isinstance(event, Delta):
             return head + self._chunk({"content": event.text})
+        if isinstance(event, Replaced):
+            # A client cannot take back what it was sent: the replacement follows it.
+            return head + self._chunk({"content": "\n\n" + event.answer})
         if isinstance(event, ToolUsed):
             return head  # the assistant's own tools are not the client's business
         final = self._chunk({"citations": event.citations}, finish="stop")
@@ -418,6 +492,8 @@ class OpenAIFormat:
             final[: -len(b"}\n\n")]
             + b',"metadata":'
             + orjson.dumps(self._metadata(event))
+            + b',"aigc":'
+            + orjson.dumps(event.label)
             + b"}\n\n"
         )
         tail = [final]
@@ -484,6 +560,7 @@ async def chat_with_assistant(
         new_conversation=body.user is None,
         history=history or None,
         priority_key=f"key:{key.id}",
+        language=request.headers.get("accept-language"),
     )
     events = _runtime(request).reply(inbound)
     return await respond(

@@ -28,8 +28,10 @@ from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.conversations import ASSISTANT_PREFIX, chat_with_assistant
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
-from concierge.gateway.responses import JSON, SSE_DONE, EventStream, sse_event
+from concierge.gateway.responses import AI_HEADERS, JSON, SSE_DONE, EventStream, sse_event
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from concierge.governance.labels import Labeller
+from concierge.governance.service import Governance
 from concierge.metering import Meter
 from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
 from concierge.models.registry import generate_batches
@@ -136,6 +138,8 @@ async def _generate(
     batches: AsyncGenerator[tuple[Model, list[Event]], None] | None = None
     reply = _Reply(model=body.model)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    governance: Governance = request.app.state.concierge.governance
+    labeller = _Labelling(governance.labeller, await governance.producer_for(key.org_id), ident)
 
     async def first_batch() -> list[Event]:
         assert batches is not None
@@ -159,7 +163,8 @@ async def _generate(
             # context too long, upstream down) is a plain HTTP error, not a broken stream.
             first = await until_disconnect(request.receive, first_batch())
             return EventStream(
-                _stream(meter, batches, first, reply, ident, body.include_usage, chat)
+                _stream(meter, batches, first, reply, ident, body.include_usage, chat, labeller),
+                headers=AI_HEADERS,
             )
         await until_disconnect(request.receive, whole())
     except ClientDisconnected:
@@ -171,7 +176,7 @@ async def _generate(
         await meter.fail(exc)
         raise
     await meter.finish(200, reply.usage, model=reply.model)
-    return JSON(_whole_body(reply, ident, chat))
+    return JSON(_whole_body(reply, ident, chat, labeller), headers=AI_HEADERS)
 
 
 async def _close(events: AsyncGenerator[Any, None] | None) -> None:
@@ -180,7 +185,22 @@ async def _close(events: AsyncGenerator[Any, None] | None) -> None:
             await events.aclose()
 
 
-def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Labelling:
+    """Signs a generation's provenance label (its ProduceID is the completion's id)."""
+
+    labeller: Labeller
+    producer: str
+    ident: str
+
+    def __call__(self, reply: _Reply) -> dict[str, str]:
+        content: str | bytes = "".join(reply.text)
+        if not content and reply.calls:
+            content = orjson.dumps([reply.calls[i] for i in sorted(reply.calls)])
+        return self.labeller.label(content, self.ident, producer=self.producer)
+
+
+def _whole_body(reply: _Reply, ident: str, chat: bool, labelling: _Labelling) -> dict[str, Any]:
     finish = reply.finish.reason if reply.finish else "stop"
     text = "".join(reply.text)
     if chat:
@@ -205,6 +225,7 @@ def _whole_body(reply: _Reply, ident: str, chat: bool) -> dict[str, Any]:
         "system_fingerprint": None,
         "choices": [choice],
         "usage": reply.usage.to_dict(),
+        "aigc": labelling(reply),
     }
 
 
@@ -216,6 +237,7 @@ async def _stream(
     ident: str,
     include_usage: bool,
     chat: bool,
+    labelling: _Labelling,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE body: one chunk per event, in one write per batch of events."""
     created = int(time.time())
@@ -259,7 +281,10 @@ async def _stream(
             if event.name:
                 call["function"]["name"] = event.name
             return chunk({"tool_calls": [call]})
-        return chunk({}, finish=event.reason)
+        # The last chunk carries the provenance label of everything before it.
+        closing = chunk({}, finish=event.reason)
+        label = b',"aigc":' + orjson.dumps(labelling(reply)) + b"}\n\n"
+        return closing[: -len(b"}\n\n")] + label
 
     status = 200
     try:

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from concierge.assistants.runtime import Completed, Delta, ReplyEvent
 from concierge.errors import ConciergeError
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
-from concierge.gateway.responses import JSON, EventStream
+from concierge.gateway.responses import AI_HEADERS, JSON, EventStream
 from concierge.keys import ApiKey
 from concierge.metering import Meter
 from concierge.models.base import Usage
@@ -76,7 +76,7 @@ async def respond(
     try:
         if stream:
             first = await until_disconnect(request.receive, anext(events))
-            return EventStream(_stream(meter, events, first, fmt))
+            return EventStream(_stream(meter, events, first, fmt), headers=AI_HEADERS)
         completed = await until_disconnect(request.receive, whole())
     except ClientDisconnected:
         await _close(events)
@@ -88,7 +88,7 @@ async def respond(
         raise
     reply = completed.reply
     await meter.finish(200, _usage(completed), model=reply.model if reply else None)
-    return JSON(fmt.whole(completed))
+    return JSON(fmt.whole(completed), headers=AI_HEADERS if completed.label else None)
 
 
 async def _stream(

@@ -25,6 +25,9 @@ def sse_event(data: Any) -> bytes:
 
 SSE_DONE = b"data: [DONE]\n\n"
 
+# Generated content says so (EU AI Act Art. 50(2)); the body's ``aigc`` object is the label.
+AI_HEADERS = {"X-AI-Generated": "1"}
+
 
 class EventStream(StreamingResponse):
     """A Server-Sent Events response whose event generator stops when the client goes away.

@@ -532,3 +532,61 @@ class HumanMessageIn(_Strict):
 
 class HandoffIn(_Strict):
     reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+# -- governance ------------------------------------------------------------------------------
+
+
+class ReportIn(_Strict):
+    """An end user's complaint about an answer."""
+
+    category: Literal["harmful", "illegal", "inaccurate", "offensive", "privacy", "other"]
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ResolveIn(_Strict):
+    """An operator's decision on a report. ``content_removed`` also withdraws the answer's
+    text from the conversation."""
+
+    resolution: Literal["dismissed", "upheld", "content_removed"]
+    note: Annotated[str, Field(max_length=4000)] | None = None
+
+
+class ConsentIn(_Strict):
+    """An end user's decision on one purpose."""
+
+    purpose: Literal["terms", "personalization", "marketing"]
+    granted: Annotated[bool, Field(strict=True)]
+    text_version: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="The version of the text the user saw; default the current one."
+    )
+
+
+class ApiConsentIn(ConsentIn):
+    """A consent decision for an end user of the API (their id in your system)."""
+
+    user: ExternalId
+    channel: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")] = (
+        "api"
+    )
+
+
+class HoldIn(_Strict):
+    """A legal hold on a data subject (all their conversations) or on one conversation."""
+
+    subject: ExternalId | None = None
+    conversation_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HoldIn:
+        if (self.subject is None) == (self.conversation_id is None):
+            raise ValueError("give either subject or conversation_id")
+        return self
+
+
+class LabelCheckIn(_Strict):
+    """Generated content and the label that came with it."""
+
+    content: Annotated[str, Field(max_length=1_000_000)]
+    aigc: dict[str, Any]

@@ -12,7 +12,7 @@ from concierge.errors import InvalidRequest, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.store import aware
-from concierge.store.tables import documents
+from concierge.store.tables import chunks, documents
 
 STATUSES = ("pending", "ready", "failed")
 _COLUMNS = [c for c in documents.c if c.name not in ("original", "text")]
@@ -153,3 +153,39 @@ def delete(conn: Connection, kb: KnowledgeBase, ref: int | str) -> Document:
     conn.execute(documents.delete().where(documents.c.id == doc.id))
     bases.bump_version(conn, kb.id)
     return doc
+
+
+SUBJECT_KEY = "subject"  # metadata naming the person a document is about (erasure finds it)
+
+
+def _about(org_id: int, subject: str) -> Any:
+    return (documents.c.org_id == org_id) & (
+        documents.c.metadata[SUBJECT_KEY].as_string() == subject
+    )
+
+
+def about_subject(conn: Connection, org_id: int, subject: str) -> list[Document]:
+    """Documents whose metadata says they are about ``subject`` (``{"subject": "<id>"}``)."""
+    rows = conn.execute(select(documents).where(_about(org_id, subject)).order_by(documents.c.id))
+    return [_row(r) for r in rows]
+
+
+def erase_subject(conn: Connection, org_id: int, subject: str) -> dict[str, Any]:
+    """Delete the documents about ``subject``, their chunks and vectors; the knowledge bases'
+    indexes move on at once (their versions change). Returns the counts, and the deleted ids
+    and passage texts (to scrub quotations of them elsewhere)."""
+    found = about_subject(conn, org_id, subject)
+    if not found:
+        return {"documents": 0, "chunks": 0}
+    ids = [d.id for d in found]
+    passages = [
+        str(r.text)
+        for r in conn.execute(select(chunks.c.text).where(chunks.c.document_id.in_(ids)))
+    ]
+    chunk_count = conn.execute(
+        select(func.count()).select_from(chunks).where(chunks.c.document_id.in_(ids))
+    ).scalar_one()
+    conn.execute(documents.delete().where(documents.c.id.in_(ids)))
+    for kb_id in sorted({d.kb_id for d in found}):
+        bases.bump_version(conn, kb_id)
+    return {"documents": len(found), "chunks": int(chunk_count), "passages": passages, "ids": ids}

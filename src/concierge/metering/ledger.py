@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select
+from sqlalchemy import Connection, case, delete, func, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from concierge.store import Database
@@ -192,3 +192,14 @@ def summary(
         }
         for row in conn.execute(query)
     ]
+
+
+def purge(conn: Connection, org_id: int, before: datetime) -> int:
+    """Delete the organisation's usage records older than ``before`` (retention)."""
+    return int(
+        conn.execute(
+            delete(usage_records).where(
+                usage_records.c.org_id == org_id, usage_records.c.created_at < before
+            )
+        ).rowcount
+    )

@@ -158,6 +158,9 @@ class Model(ABC):
     supports_tools: bool = False
     supports_json: bool = False
     context_length: int | None = None
+    # Runs inside this server's process (nothing leaves the machine): personal data need not be
+    # masked before it reaches the model.
+    runs_locally: bool = False
 
     @abstractmethod
     def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:

@@ -68,6 +68,7 @@ class LlamaModel(Model):
     owned_by = "concierge-embedded"
     supports_tools = True
     supports_json = True
+    runs_locally = True
 
     def __init__(
         self,

@@ -5,7 +5,8 @@ organizations -> ``concierge.orgs``; api_keys -> ``concierge.keys``;
 usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chunks,
 ingestion_jobs and files -> ``concierge.knowledge``; assistants and assistant_versions ->
 ``concierge.assistants``; end_users, conversations, turns and memories ->
-``concierge.conversations``.
+``concierge.conversations``; audit_log, audit_head, org_policies, consents, reports,
+legal_holds and scheduled_jobs -> ``concierge.governance``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -275,6 +277,8 @@ turns = Table(
     Column("status", String(20), nullable=False),  # complete | partial (stream cut) | failed
     Column("error", Text, nullable=True),
     Column("author", String(200), nullable=True),  # the operator who wrote a human turn
+    # What governance did: provenance label id, disclosure shown, PII redacted, moderation.
+    Column("governance", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_turns_conversation_id", "conversation_id"),
 )
@@ -302,4 +306,117 @@ server_secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# -- governance ------------------------------------------------------------------------------
+
+# Append-only, hash-chained: each entry's hash covers its fields and the previous entry's hash.
+# No foreign keys: entries outlive the organisations and keys they are about.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("org_id", Integer, nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_org_id_seq", "org_id", "seq"),
+)
+
+# One row (id 1): the newest entry's sequence number and hash. Appenders lock it, so entries
+# are chained one at a time; verification compares it with the log's last entry.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+org_policies = Table(
+    "org_policies",
+    metadata,
+    Column(
+        "org_id",
+        Integer,
+        ForeignKey("organizations.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("policy", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+# Every consent decision is a row; an end user's current answer for a purpose is the newest.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, nullable=False),
+    Column("end_user_id", BigId, ForeignKey("end_users.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("text_version", String(64), nullable=False),
+    Column("recorded_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_consents_end_user_id_purpose", "end_user_id", "purpose"),
+)
+
+# The review queue: end users' complaints about an answer and moderation flags.
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, nullable=False),
+    Column(
+        "conversation_id", BigId, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("turn_id", BigId, ForeignKey("turns.id", ondelete="CASCADE"), nullable=False),
+    Column("source", String(20), nullable=False),  # user | moderation
+    Column("category", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("status", String(20), nullable=False),  # open | resolved
+    Column("resolution", String(40), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Index("ix_reports_org_id_status", "org_id", "status"),
+    Index("ix_reports_turn_id", "turn_id"),
+)
+
+# A hold keeps a subject's or a conversation's data from retention purges and erasure.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("end_user_id", BigId, nullable=True),
+    Column("conversation_id", BigId, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    Column("released_by", String(200), nullable=True),
+    Index("ix_legal_holds_org_id", "org_id"),
+)
+
+# Periodic jobs shared by every replica: whoever moves next_run_at forward runs the job.
+scheduled_jobs = Table(
+    "scheduled_jobs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("next_run_at", DateTime(timezone=True), nullable=False),
+    Column("last_run_at", DateTime(timezone=True), nullable=True),
+    Column("last_status", String(20), nullable=True),
+    Column("last_result", JSON, nullable=True),
 )

@@ -35,12 +35,15 @@ from concierge.assistants.runtime import Inbound, Runtime
 from concierge.conversations import store
 from concierge.conversations.store import Conversation
 from concierge.errors import AuthenticationFailed, NotFound, PermissionDenied
-from concierge.gateway import errors
+from concierge.gateway import complaints, errors
 from concierge.gateway.body import parse
 from concierge.gateway.conversations import NativeFormat
 from concierge.gateway.replies import respond
 from concierge.gateway.responses import JSON
-from concierge.gateway.schemas import MAX_ID, MessageIn, RowId
+from concierge.gateway.schemas import MAX_ID, ConsentIn, MessageIn, ReportIn, RowId
+from concierge.governance import consent, moderation
+from concierge.governance import policy as policies
+from concierge.governance.policy import OrgPolicy, effective, pick_language
 from concierge.keys import ApiKey
 from concierge.store import Database
 from concierge.store.secrets import server_secret
@@ -48,9 +51,6 @@ from concierge.store.secrets import server_secret
 CHANNEL = "web"
 VISITOR_HEADER = "X-Concierge-Visitor"
 TOKEN_MAX_AGE = 400 * 24 * 3600  # a visitor is remembered for about a year (browsers cap it too)
-DISCLOSURE = (
-    "You are chatting with an AI assistant. It can make mistakes; ask for a person at any time."
-)
 
 router = APIRouter()
 
@@ -141,15 +141,36 @@ def _own(conn: Connection, assistant: Assistant, visitor: str, cid: int) -> Conv
     return conversation
 
 
+def _policy(conn: Connection, assistant: Assistant) -> OrgPolicy:
+    return effective(policies.get(conn, assistant.org_id)[0], assistant.config.governance)
+
+
 @router.get("/{org}/{assistant}", summary="What the widget shows before the first message")
 async def widget_config(org: str, assistant: str, request: Request) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    def read(conn: Connection) -> tuple[Assistant, OrgPolicy]:
+        found = _published(conn, request, org, assistant)
+        return found, _policy(conn, found)
+
+    found, policy = await _db(request).read(read)
+    disclosure = policy.disclosure
     return JSON(
         {
             "object": "widget.config",
             "assistant": found.name,
             "greeting": found.config.greeting,
-            "disclosure": DISCLOSURE,
+            # The AI disclosure in the visitor's language (null where the organisation has
+            # switched it off); the first assistant message carries it too.
+            "disclosure": pick_language(
+                disclosure.texts,
+                request.headers.get("accept-language"),
+                disclosure.default_language,
+            )
+            if disclosure.enabled
+            else None,
+            "consent": {
+                "memory_requires": policy.consent.memory_requires,
+                "text_versions": policy.consent.text_versions,
+            },
         }
     )
 
@@ -169,7 +190,7 @@ async def start(org: str, assistant: str, request: Request) -> JSON:
     visitor = await _visitor(request, found.org_id)
     runtime: Runtime = _state(request).runtime
     conversation, opening = await runtime.start_conversation(
-        found.org_id, found.id, CHANNEL, visitor
+        found.org_id, found.id, CHANNEL, visitor, request.headers.get("accept-language")
     )
     return JSON(
         {**conversation.to_dict(), "turns": [t.to_dict() for t in opening]}, status_code=201
@@ -217,11 +238,56 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
         text=body.content,
         conversation_id=conversation,
         priority_key=f"visitor:{visitor}",
+        language=request.headers.get("accept-language"),
     )
     runtime: Runtime = _state(request).runtime
     return await respond(
         request, key, "widget.messages", runtime.reply(inbound), NativeFormat(), stream=body.stream
     )
+
+
+@router.post(
+    "/{org}/{assistant}/conversations/{conversation}/turns/{turn}/report",
+    status_code=201,
+    summary="Report an answer to the organisation's review queue",
+)
+async def report(
+    org: str, assistant: str, conversation: RowId, turn: RowId, request: Request
+) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+    body = await parse(request, ReportIn)
+
+    def write(conn: Connection) -> moderation.Report:
+        own = _own(conn, found, visitor, conversation)
+        return complaints.report_turn(conn, own, turn, body, actor=f"visitor:{visitor}")
+
+    made = await _db(request).write(write)
+    return JSON(made.to_dict(), status_code=201)
+
+
+@router.post("/{org}/{assistant}/consents", status_code=201, summary="Record the visitor's consent")
+async def give_consent(org: str, assistant: str, request: Request) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+    body = await parse(request, ConsentIn)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        policy = _policy(conn, found)
+        user = store.end_user(conn, found.org_id, CHANNEL, visitor)
+        decision = consent.record(
+            conn,
+            org_id=found.org_id,
+            end_user_id=user.id,
+            purpose=body.purpose,
+            granted=body.granted,
+            channel=CHANNEL,
+            text_version=body.text_version or policy.consent.text_versions[body.purpose],
+            actor=f"visitor:{visitor}",
+        )
+        return decision.to_dict(policy.consent.text_versions.get(body.purpose))
+
+    return JSON(await _db(request).write(write), status_code=201)
 
 
 def script() -> bytes:

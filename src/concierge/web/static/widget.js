@@ -59,6 +59,16 @@
     ".sources li{margin:4px 0;color:#333}",
     ".sources .snip{display:block;color:#666;font-size:12px}",
     ".typing{margin:0;align-self:flex-start;color:#777;font-size:13px}",
+    ".report{display:block;margin-top:6px;background:none;border:none;padding:2px 0;color:#6a6f7b;font-size:12px;",
+    "text-decoration:underline;cursor:pointer}",
+    ".report[hidden]{display:none}",
+    ".report-form{margin-top:8px;display:flex;flex-direction:column;gap:6px;font-size:12.5px}",
+    ".report-form select,.report-form input{font-size:13px;padding:5px;border:1px solid #c9cdd6;border-radius:6px}",
+    ".report-form .row{display:flex;gap:6px}",
+    ".report-form button{font-size:12.5px;padding:5px 10px;border-radius:6px;border:1px solid #1f4fd1;cursor:pointer;",
+    "background:#1f4fd1;color:#fff}",
+    ".report-form button.secondary{background:#fff;color:#1f4fd1}",
+    ".reported{display:block;margin-top:6px;font-size:12px;color:#2c6e2f}",
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e3e5ea;background:#fff}",
     "textarea{flex:1;resize:none;border:1px solid #c9cdd6;border-radius:10px;padding:9px 10px;font-size:15px;",
     "min-height:42px;max-height:120px;color:#1b1b1f;background:#fff}",
@@ -185,12 +195,72 @@
     div.appendChild(details);
   }
 
+  var CATEGORIES = [["inaccurate", "Wrong or misleading"], ["offensive", "Offensive"],
+                    ["harmful", "Harmful or dangerous"], ["illegal", "Illegal"],
+                    ["privacy", "Reveals personal data"], ["other", "Something else"]];
+
+  // Generated answers can be reported to the team (a review queue on the operator's side).
+  function reportButton(div, turnId) {
+    if (!turnId) return;
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "report";
+    button.textContent = "Report this answer";
+    button.addEventListener("click", function () {
+      button.hidden = true;
+      var form = document.createElement("div");
+      form.className = "report-form";
+      form.setAttribute("role", "group");
+      form.setAttribute("aria-label", "Report this answer");
+      var select = document.createElement("select");
+      select.setAttribute("aria-label", "What is wrong with it?");
+      CATEGORIES.forEach(function (c) {
+        var option = document.createElement("option");
+        option.value = c[0]; option.textContent = c[1];
+        select.appendChild(option);
+      });
+      var reason = document.createElement("input");
+      reason.type = "text"; reason.maxLength = 500;
+      reason.placeholder = "Tell us more (optional)";
+      reason.setAttribute("aria-label", "Tell us more (optional)");
+      var row = document.createElement("div");
+      row.className = "row";
+      var submit = document.createElement("button");
+      submit.type = "button"; submit.textContent = "Send report";
+      var cancel = document.createElement("button");
+      cancel.type = "button"; cancel.className = "secondary"; cancel.textContent = "Cancel";
+      row.appendChild(submit); row.appendChild(cancel);
+      form.appendChild(select); form.appendChild(reason); form.appendChild(row);
+      div.appendChild(form);
+      form.scrollIntoView({ block: "nearest" });
+      select.focus();
+      cancel.addEventListener("click", function () { form.remove(); button.hidden = false; button.focus(); });
+      submit.addEventListener("click", async function () {
+        submit.disabled = true;
+        try {
+          await json("POST", "/conversations/" + state.conversation + "/turns/" + turnId + "/report",
+                     { category: select.value, reason: reason.value || null });
+          form.remove();
+          var done = document.createElement("span");
+          done.className = "reported"; done.setAttribute("role", "status");
+          done.textContent = "Thank you. A member of our team will review this answer.";
+          div.appendChild(done);
+        } catch (e) {
+          submit.disabled = false;
+          notice("The report could not be sent: " + e.message, true);
+        }
+      });
+    });
+    div.appendChild(button);
+  }
+
   function showTurn(turn) {
     if (turn.id <= state.lastTurn) return;
     state.lastTurn = turn.id;
     var div = bubble(turn.role, turn.content, turn.author);
     if (turn.status === "partial") div.classList.add("partial");
     if (turn.role === "assistant") sources(div, turn.citations);
+    if (turn.role === "assistant" && turn.model) reportButton(div, turn.id);
   }
 
   function setStatus(status) {
@@ -225,7 +295,9 @@
 
   async function ensureSession() {
     var config = await json("GET", "");
-    root.getElementById("cw-disclosure").textContent = config.disclosure;
+    var banner = root.getElementById("cw-disclosure");
+    banner.textContent = config.disclosure || "";
+    banner.hidden = !config.disclosure;
     if (!state.token) {
       state.token = (await json("POST", "/visitors")).token;
       state.conversation = null;
@@ -306,6 +378,10 @@
             replyText += data.content;
             reply.querySelector(".text").textContent = replyText.replace(/^\s+/, "");
             scroll();
+          } else if (name === "turn.replaced") {
+            if (!reply) { typing.remove(); reply = bubble("assistant", ""); }
+            replyText = data.content;
+            reply.querySelector(".text").textContent = replyText;
           } else if (name === "turn.completed") {
             typing.remove();
             state.lastTurn = Math.max(state.lastTurn, data.user_turn.id);
@@ -315,6 +391,7 @@
               reply.querySelector(".text").textContent = data.reply.content;
               state.lastTurn = Math.max(state.lastTurn, data.reply.id);
               sources(reply, data.citations);
+              if (data.reply.model) reportButton(reply, data.reply.id);
             }
             setStatus(data.conversation.status);
           } else if (name === "error") {

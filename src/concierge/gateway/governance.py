@@ -1,0 +1,404 @@
+"""Governance over HTTP.
+
+Platform administration (``admin`` scope, under ``/api``): each organisation's policy, the
+audit log and its verification, data subjects' export and erasure, legal holds, the retention
+purge. An organisation's own keys (``/v1``): end users' consent. Public: the label keys
+(``/.well-known/aigc-keys``) and label verification (``POST /v1/labels/verify``), so anyone
+holding generated content can check where it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field, RootModel
+from sqlalchemy import Connection
+from starlette.responses import Response
+
+from concierge import orgs
+from concierge.conversations import store
+from concierge.conversations.store import Turn
+from concierge.errors import InvalidRequest, NotFound
+from concierge.gateway.auth import AdminKey, InferenceKey, inference_key
+from concierge.gateway.body import json_body, parse
+from concierge.gateway.responses import AI_HEADERS, JSON
+from concierge.gateway.schemas import (
+    MAX_ID,
+    ApiConsentIn,
+    ExternalId,
+    HoldIn,
+    LabelCheckIn,
+    RowId,
+)
+from concierge.governance import audit, consent, labels, media, provenance, retention, subjects
+from concierge.governance import policy as policies
+from concierge.governance.policy import OrgPolicy
+from concierge.governance.service import Governance
+from concierge.orgs import SLUG_PATTERN
+from concierge.store import Database
+
+admin = APIRouter(prefix="/api", tags=["Governance (admin)"])
+router = APIRouter(tags=["Governance"])
+Channel = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")]
+
+
+class PolicyPatch(RootModel[dict[str, Any]]):
+    """Part of a policy: the sections and settings to change; the rest stays."""
+
+
+class SubjectIn(BaseModel):
+    """A data subject: their id as the organisation knows them, on one channel or all."""
+
+    model_config = {"extra": "forbid"}
+    subject: ExternalId
+    channel: Channel | None = None
+
+
+BODY_MODELS: list[type[BaseModel]] = [
+    OrgPolicy,
+    PolicyPatch,
+    SubjectIn,
+    HoldIn,
+    ApiConsentIn,
+    LabelCheckIn,
+]
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.concierge.db
+    return db
+
+
+def _governance(request: Request) -> Governance:
+    governance: Governance = request.app.state.concierge.governance
+    return governance
+
+
+def _org(conn: Connection, slug: str) -> int:
+    return orgs.get(conn, slug).id
+
+
+OrgSlug = Annotated[str, Query(pattern=SLUG_PATTERN.pattern)]
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+@admin.get("/orgs/{org}/policy", summary="An organisation's governance policy")
+async def get_policy(org: str, request: Request, _key: AdminKey) -> JSON:
+    return JSON(await _db(request).read(lambda conn: policies.describe(conn, _org(conn, org))))
+
+
+@admin.put(
+    "/orgs/{org}/policy",
+    summary="Replace an organisation's governance policy (audited)",
+    openapi_extra=json_body(OrgPolicy),
+)
+async def put_policy(org: str, request: Request, key: AdminKey) -> JSON:
+    body = await parse(request, OrgPolicy)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org_id = _org(conn, org)
+        policies.put(conn, org_id, body, actor=key.actor)
+        return policies.describe(conn, org_id)
+
+    return JSON(await _db(request).write(write))
+
+
+@admin.patch(
+    "/orgs/{org}/policy",
+    summary="Change part of an organisation's governance policy (audited)",
+    openapi_extra=json_body(PolicyPatch),
+)
+async def patch_policy(org: str, request: Request, key: AdminKey) -> JSON:
+    body = await parse(request, PolicyPatch)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org_id = _org(conn, org)
+        policies.patch(conn, org_id, body.root, actor=key.actor)
+        return policies.describe(conn, org_id)
+
+    return JSON(await _db(request).write(write))
+
+
+# -- the audit log ---------------------------------------------------------------------------
+
+
+@admin.get("/audit", summary="Audit log entries, oldest first")
+async def list_audit(
+    request: Request,
+    _key: AdminKey,
+    org: str | None = Query(None, pattern=SLUG_PATTERN.pattern),
+    action: str | None = Query(None, max_length=64),
+    after: int = Query(0, ge=0, le=MAX_ID, description="Entries after this sequence number."),
+    limit: int = Query(100, ge=1, le=1000),
+) -> JSON:
+    def read(conn: Connection) -> list[audit.Entry]:
+        org_id = _org(conn, org) if org is not None else None
+        return audit.entries(conn, org_id=org_id, action=action, after=after, limit=limit)
+
+    rows = await _db(request).read(read)
+    return JSON(
+        {
+            "object": "list",
+            "data": [e.to_dict() for e in rows],
+            "last_seq": rows[-1].seq if rows else None,
+            "has_more": len(rows) == limit,
+        }
+    )
+
+
+@admin.get("/audit/verify", summary="Check the audit log's hash chain")
+async def verify_audit(request: Request, _key: AdminKey) -> JSON:
+    result = await _db(request).read(audit.verify)
+    return JSON(
+        {
+            "object": "audit.verification",
+            "ok": result.ok,
+            "checked": result.checked,
+            "problem": result.problem,
+            "bad_seq": result.bad_seq,
+            "bad_id": result.bad_id,
+        }
+    )
+
+
+# -- data subjects ---------------------------------------------------------------------------
+
+
+def _label(request: Request) -> subjects.Labeller:
+    governance = _governance(request)
+
+    def label(turn: Turn) -> dict[str, str] | None:
+        return governance.label(turn.content, turn.governance)
+
+    return label
+
+
+@admin.post(
+    "/orgs/{org}/subjects/export",
+    summary="Everything stored about a data subject, as JSON (GDPR Art. 15, 20; audited)",
+    openapi_extra=json_body(SubjectIn),
+)
+async def export_subject(org: str, request: Request, key: AdminKey) -> JSON:
+    body = await parse(request, SubjectIn)
+    label = _label(request)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        return subjects.export(
+            conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor, label=label
+        )
+
+    return JSON(await _db(request).write(write))
+
+
+@admin.post(
+    "/orgs/{org}/subjects/erase",
+    summary="Erase a data subject and return the receipt (GDPR Art. 17; audited)",
+    openapi_extra=json_body(SubjectIn),
+)
+async def erase_subject(org: str, request: Request, key: AdminKey) -> JSON:
+    body = await parse(request, SubjectIn)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        return subjects.erase(
+            conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor
+        )
+
+    return JSON(await _db(request).write(write))
+
+
+# -- legal holds and retention ---------------------------------------------------------------
+
+
+@admin.get("/orgs/{org}/holds", summary="An organisation's legal holds")
+async def list_holds(
+    org: str, request: Request, _key: AdminKey, include_released: bool = False
+) -> JSON:
+    rows = await _db(request).read(
+        lambda conn: retention.holds(conn, _org(conn, org), active_only=not include_released)
+    )
+    return JSON({"object": "list", "data": [h.to_dict() for h in rows]})
+
+
+@admin.post(
+    "/orgs/{org}/holds",
+    status_code=201,
+    summary="Place a legal hold on a subject or a conversation (audited)",
+    openapi_extra=json_body(HoldIn),
+)
+async def place_hold(org: str, request: Request, key: AdminKey) -> JSON:
+    body = await parse(request, HoldIn)
+
+    def write(conn: Connection) -> list[retention.Hold]:
+        org_id = _org(conn, org)
+        users = None
+        if body.subject is not None:
+            users = [u.id for u in store.end_users_named(conn, org_id, body.subject)]
+            if not users:
+                raise NotFound(f"no data about subject '{body.subject}' in this organisation")
+        return retention.place_hold(
+            conn,
+            org_id,
+            end_user_ids=users,
+            conversation_id=body.conversation_id,
+            reason=body.reason,
+            actor=key.actor,
+        )
+
+    made = await _db(request).write(write)
+    return JSON({"object": "list", "data": [h.to_dict() for h in made]}, status_code=201)
+
+
+@admin.post("/orgs/{org}/holds/{hold}/release", summary="Release a legal hold (audited)")
+async def release_hold(org: str, hold: RowId, request: Request, key: AdminKey) -> JSON:
+    released = await _db(request).write(
+        lambda conn: retention.release_hold(conn, _org(conn, org), hold, actor=key.actor)
+    )
+    return JSON(released.to_dict())
+
+
+@admin.get("/retention", summary="The retention job: when it last ran and runs next")
+async def retention_state(request: Request, _key: AdminKey) -> JSON:
+    state = await _db(request).read(lambda conn: retention.job_state(conn))
+    return JSON({"object": "retention.job", **(state or {"job": retention.JOB})})
+
+
+@admin.post("/retention/run", summary="Run the retention purge now")
+async def run_retention(request: Request, key: AdminKey) -> JSON:
+    db = _db(request)
+    report = await asyncio.to_thread(retention.purge, db, actor=key.actor)
+    return JSON({"object": "retention.run", "removed": report})
+
+
+# -- consent ---------------------------------------------------------------------------------
+
+
+@router.get("/v1/consents", summary="An end user's consent: current answers and history")
+async def get_consents(
+    request: Request,
+    key: InferenceKey,
+    user: str = Query(..., min_length=1, max_length=256, description="The end user's id."),
+    channel: str = Query("api", max_length=32),
+) -> JSON:
+    def read(conn: Connection) -> dict[str, Any]:
+        who = store.peek_end_user(conn, key.org_id, channel, user)
+        if who is None:
+            raise NotFound(f"end user '{user}' not found on channel '{channel}'", param="user")
+        policy, _ = policies.get(conn, key.org_id)
+        return consent.summary(conn, who.id, policy.consent)
+
+    return JSON(await _db(request).read(read))
+
+
+@router.post(
+    "/v1/consents",
+    status_code=201,
+    summary="Record an end user's consent decision (audited)",
+    openapi_extra=json_body(ApiConsentIn),
+    tags=["Governance"],
+)
+async def post_consent(request: Request) -> JSON:
+    key = await inference_key(request)
+    body = await parse(request, ApiConsentIn)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        policy, _ = policies.get(conn, key.org_id)
+        who = store.end_user(conn, key.org_id, body.channel, body.user)
+        current = policy.consent.text_versions[body.purpose]
+        decision = consent.record(
+            conn,
+            org_id=key.org_id,
+            end_user_id=who.id,
+            purpose=body.purpose,
+            granted=body.granted,
+            channel=body.channel,
+            text_version=body.text_version or current,
+            actor=key.actor,
+        )
+        return decision.to_dict(current)
+
+    return JSON(await _db(request).write(write), status_code=201)
+
+
+# -- provenance labels -----------------------------------------------------------------------
+
+
+@router.get("/.well-known/aigc-keys", summary="The public keys that sign provenance labels")
+async def label_keys(request: Request) -> JSON:
+    labeller = _governance(request).labeller
+    return JSON({"keys": [labeller.public_jwk()]})
+
+
+@router.post(
+    "/v1/labels/verify",
+    summary="Check a provenance label against the content it came with (no key needed)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/LabelCheckIn"}}
+            },
+        }
+    },
+)
+async def verify_label(request: Request) -> JSON:
+    body = await parse(request, LabelCheckIn)
+    labeller = _governance(request).labeller
+    check = labels.verify(body.aigc, body.content, {labeller.kid: labeller.public})
+    return JSON({"object": "label.verification", **check.to_dict()})
+
+
+@router.post(
+    "/v1/labels/verify-file",
+    summary="Check every label in a file: an image, a completion, a stream or an export",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def verify_file(request: Request) -> JSON:
+    governance = _governance(request)
+    data = await request.body()
+    if not data:
+        raise InvalidRequest("send the file as the request body")
+    anchor = governance.c2pa.ca_pem if governance.c2pa else None
+    found = await asyncio.to_thread(provenance.inspect, data, governance.keys(), anchor)
+    return JSON({"object": "label.verification", **found.to_dict()})
+
+
+@router.post(
+    "/v1/labels/images",
+    summary="Label an AI-generated image (PNG or JPEG): AIGC metadata and a C2PA manifest",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+    response_model=None,
+)
+async def label_image(request: Request, title: str = Query("image", max_length=200)) -> Response:
+    key = await inference_key(request)
+    governance = _governance(request)
+    data = await request.body()
+    if not data:
+        raise InvalidRequest("send the image as the request body")
+    media.image_format(data)
+    producer = await governance.producer_for(key.org_id)
+    out, made = await asyncio.to_thread(governance.label_image, data, producer, title)
+    kind = "image/png" if media.image_format(out) == "png" else "image/jpeg"
+    return Response(
+        out,
+        media_type=kind,
+        headers={**AI_HEADERS, "X-AIGC-Produce-Id": made["ProduceID"]},
+    )

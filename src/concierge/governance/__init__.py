@@ -1,0 +1,15 @@
+"""Governance built in: what the law asks of an AI assistant, on by default.
+
+- :mod:`~concierge.governance.audit`: the hash-chained, append-only audit log;
+- :mod:`~concierge.governance.policy`: each organisation's policy and assistants' adjustments;
+- :mod:`~concierge.governance.labels`: provenance labels (implicit, signed; explicit text);
+- :mod:`~concierge.governance.media`: labels written into images (PNG, JPEG; C2PA);
+- :mod:`~concierge.governance.pii`: personal data found and masked;
+- :mod:`~concierge.governance.moderation`: input and output policies, reports, review queue;
+- :mod:`~concierge.governance.consent`: what each end user agreed to;
+- :mod:`~concierge.governance.retention`: time-to-live, legal holds, the scheduled purge;
+- :mod:`~concierge.governance.subjects`: a data subject's export and erasure;
+- :mod:`~concierge.governance.injection`: prompt-injection defence for tool calls.
+
+docs/governance.md maps each to the article it serves.
+"""
