@@ -51,7 +51,7 @@ from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
 from concierge.governance import consent, moderation
 from concierge.governance import policy as governance_policy
-from concierge.governance.injection import DATAMARK, guard_call, leaks_instructions
+from concierge.governance.injection import DATAMARK, LeakGuard, guard_call
 from concierge.governance.labels import new_produce_id
 from concierge.governance.moderation import Verdict
 from concierge.governance.pii import Pseudonyms, StreamRestorer
@@ -422,6 +422,9 @@ class Runtime:
         user_said = [t.content for t in ctx.history if t.role == "user"]
         tool_outputs: list[str] = []
         check_output = gov.moderation.enabled and gov.moderation.check_output
+        leak_guard = (
+            LeakGuard(config.instructions) if defence.enabled and defence.leak_guard else None
+        )
         tool_deadline: float | None = None
         model_s = 0.0
         tools_s = 0.0
@@ -461,22 +464,11 @@ class Runtime:
                                     continue
                             event = TextDelta(shown)
                             if (
-                                defence.enabled
-                                and defence.leak_guard
+                                leak_guard is not None
                                 and progress.moderation is None
-                                and leaks_instructions(
-                                    "".join(progress.text) + event.text, config.instructions
-                                )
+                                and leak_guard.leaks("".join(progress.text) + event.text)
                             ):
-                                progress.moderation = {
-                                    "stage": "output",
-                                    "action": "refuse",
-                                    "category": "instructions_leak",
-                                    "rule": "leak_guard",
-                                }
-                                progress.text = [LEAK_REFUSAL]
-                                progress.prefix_sent = True
-                                yield Replaced(progress.prefix + LEAK_REFUSAL, LEAK_REFUSAL)
+                                yield _withhold_leak(progress)
                                 raise _Withdrawn
                             if check_output and progress.moderation is None:
                                 seen = "".join(progress.text) + event.text
@@ -579,6 +571,12 @@ class Runtime:
             progress.text = [EMPTY_REPLY]
             progress.error = "the model returned no text"
             yield Delta(self._with_prefix(progress, EMPTY_REPLY))
+        if (
+            leak_guard is not None
+            and progress.moderation is None
+            and leak_guard.leaks(progress.answer, final=True)
+        ):
+            yield _withhold_leak(progress)
         if check_output and progress.moderation is None and self.governance.classifiers:
             hit = await self.governance.check(progress.answer, gov.moderation)
             if hit.blocked:
@@ -883,6 +881,19 @@ class Runtime:
             conn, ctx.conversation, "user", stored, governance={"pii": found} if found else None
         )
         return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn
+
+
+def _withhold_leak(progress: _Progress) -> Replaced:
+    """The answer recites the operator's instructions: it is replaced, and recorded."""
+    progress.moderation = {
+        "stage": "output",
+        "action": "refuse",
+        "category": "instructions_leak",
+        "rule": "leak_guard",
+    }
+    progress.text = [LEAK_REFUSAL]
+    progress.prefix_sent = True
+    return Replaced(progress.prefix + LEAK_REFUSAL, LEAK_REFUSAL)
 
 
 class _Withdrawn(Exception):

@@ -102,13 +102,28 @@ def guard_call(
     return None
 
 
+def _grams(words: Sequence[str]) -> Iterable[str]:
+    return (" ".join(words[i : i + LEAK_WORDS]) for i in range(len(words) - LEAK_WORDS + 1))
+
+
+class LeakGuard:
+    """Watches a streamed answer for :data:`LEAK_WORDS` consecutive words of the instructions.
+    The instructions' word runs are hashed once per reply; the answer is checked every
+    ``every`` characters of growth (and once more at the end), so the cost per piece of a
+    stream stays small."""
+
+    def __init__(self, instructions: str, every: int = 48) -> None:
+        self.grams = set(_grams(_normal(instructions).split()))
+        self.every = every
+        self.checked = 0
+
+    def leaks(self, answer: str, *, final: bool = False) -> bool:
+        if not self.grams or (not final and len(answer) - self.checked < self.every):
+            return False
+        self.checked = len(answer)
+        return any(gram in self.grams for gram in _grams(_normal(answer).split()))
+
+
 def leaks_instructions(answer: str, instructions: str) -> bool:
     """Whether ``answer`` repeats :data:`LEAK_WORDS` consecutive words of ``instructions``."""
-    words = _normal(instructions).split()
-    if len(words) < LEAK_WORDS:
-        return False
-    said = f" {_normal(answer)} "
-    return any(
-        f" {' '.join(words[i : i + LEAK_WORDS])} " in said
-        for i in range(0, len(words) - LEAK_WORDS + 1)
-    )
+    return LeakGuard(instructions).leaks(answer, final=True)

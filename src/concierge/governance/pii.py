@@ -91,6 +91,8 @@ _PHONE_WORDS = re.compile(
     re.IGNORECASE,
 )
 _DATE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}$")
+# A stretch that could hold a phone number: digits and the separators numbers are written with.
+_PHONE_RUN = re.compile(r"(?:\+|\(\+?)?\d[\d \t\-./()\u00a0]{4,}\d\)?")
 _DOTTED_QUAD = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 
 
@@ -106,24 +108,29 @@ class PhoneRecognizer:
         self.regions = tuple(regions)
 
     def find(self, text: str) -> Iterable[Span]:
-        if sum(c.isdigit() for c in text) < 6:
-            return
+        # libphonenumber's matcher is slow (milliseconds per region over a long text): run it
+        # only over runs of digits and separators long enough to be a phone number.
         seen: set[tuple[int, int]] = set()
-        for region in self.regions:
-            matcher = phonenumbers.PhoneNumberMatcher(
-                text, region, leniency=phonenumbers.Leniency.VALID
-            )
-            for match in matcher:
-                where = (match.start, match.end)
-                raw = match.raw_string
-                if where in seen or _DATE.match(raw) or _DOTTED_QUAD.match(raw):
-                    continue
-                if raw.isdigit() and not _PHONE_WORDS.search(
-                    text[max(0, match.start - _NEAR) : match.start]
-                ):
-                    continue
-                seen.add(where)
-                yield Span(match.start, match.end, "phone", raw)
+        for candidate in _PHONE_RUN.finditer(text):
+            if sum(c.isdigit() for c in candidate.group()) < 6:
+                continue
+            offset = candidate.start()
+            piece = candidate.group()
+            for region in self.regions:
+                matcher = phonenumbers.PhoneNumberMatcher(
+                    piece, region, leniency=phonenumbers.Leniency.VALID
+                )
+                for match in matcher:
+                    start, end = offset + match.start, offset + match.end
+                    raw = match.raw_string
+                    if (start, end) in seen or _DATE.match(raw) or _DOTTED_QUAD.match(raw):
+                        continue
+                    if raw.isdigit() and not _PHONE_WORDS.search(
+                        text[max(0, start - _NEAR) : start]
+                    ):
+                        continue
+                    seen.add((start, end))
+                    yield Span(start, end, "phone", raw)
 
 
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")

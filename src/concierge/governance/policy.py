@@ -17,6 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Connection, insert, select, update
 
@@ -293,14 +294,26 @@ def parse(data: Any) -> OrgPolicy:
         raise InvalidRequest(f"invalid policy: {where}: {first['msg']}", param=where) from None
 
 
+_DEFAULT = OrgPolicy()
+_parsed: dict[bytes, OrgPolicy] = {}  # stored JSON -> policy, validated once per content
+
+
 def get(conn: Connection, org_id: int) -> tuple[OrgPolicy, int]:
-    """The organisation's policy and its version (0: never changed, the defaults)."""
+    """The organisation's policy and its version (0: never changed, the defaults). Read on
+    every turn; validated once per distinct content (policies are immutable values)."""
     row = conn.execute(
         select(org_policies.c.policy, org_policies.c.version).where(org_policies.c.org_id == org_id)
     ).first()
     if row is None:
-        return OrgPolicy(), 0
-    return OrgPolicy.model_validate(row.policy), int(row.version)
+        return _DEFAULT, 0
+    key = orjson.dumps(row.policy, option=orjson.OPT_SORT_KEYS)
+    policy = _parsed.get(key)
+    if policy is None:
+        policy = OrgPolicy.model_validate(row.policy)
+        if len(_parsed) > 1024:
+            _parsed.clear()
+        _parsed[key] = policy
+    return policy, int(row.version)
 
 
 def describe(conn: Connection, org_id: int) -> dict[str, Any]:
