@@ -361,7 +361,7 @@ class LogRedactor(logging.Filter):
         detector = self.detector or default_detector()
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: leave it to logging's own handling
+        except (TypeError, ValueError):  # a broken format string: logging reports it itself
             return True
         masked, counts = detector.redact(message)
         if counts:

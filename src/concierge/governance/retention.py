@@ -30,11 +30,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from concierge import orgs
 from concierge.conversations import store
-from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
 from concierge.governance import policy as policies
 from concierge.metering import ledger
@@ -321,7 +321,7 @@ class Scheduler:
         self._purging = loop.run_in_executor(None, lambda: purge(self.db, actor=JOB_ACTOR))
         try:
             report = await asyncio.shield(self._purging)
-        except Exception as exc:
+        except (SQLAlchemyError, ConciergeError, OSError) as exc:
             log.exception("the retention purge failed")
             failure = {"error": type(exc).__name__}
             await self.db.write(lambda conn: finished(conn, JOB, "failed", failure))
@@ -333,6 +333,6 @@ class Scheduler:
         while True:
             try:
                 await self.run_if_due()
-            except Exception:  # the database was away: try again at the next tick
+            except (SQLAlchemyError, OSError):  # the database was away: try again next tick
                 log.exception("the retention scheduler could not check its job")
             await asyncio.sleep(self.poll)
