@@ -80,9 +80,6 @@ def _org(conn: Connection, slug: str) -> int:
     return orgs.get(conn, slug).id
 
 
-OrgSlug = Annotated[str, Query(pattern=SLUG_PATTERN.pattern)]
-
-
 # -- policy ----------------------------------------------------------------------------------
 
 
