@@ -4,6 +4,7 @@ without re-encoding, checked through the API and the command line."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,20 @@ def test_c2pa_credentials_are_the_same_on_every_replica() -> None:
     other = media.C2paCredentials.derive("b" * 64)
     assert one.chain_pem == two.chain_pem and one.key_pem == two.key_pem
     assert one.ca_pem != other.ca_pem
+
+
+def test_anyone_can_verify_with_the_public_key_alone(cli) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from concierge.governance.labels import Labeller
+
+    issuer = Labeller(Ed25519PrivateKey.generate(), "Acme Ltd")
+    document = json.dumps({"content": "hello world", "aigc": issuer.label("hello world", "a-1")})
+    key = issuer.public_jwk()["x"]
+    assert "label valid" in cli("labels", "verify", document, "--public-key", key).stdout
+    edited = cli(
+        "labels", "verify", document.replace("hello", "jello"), "--public-key", key, ok=False
+    )
+    assert edited.returncode == 1
+    wrong = cli("labels", "verify", document, "--public-key", "nonsense", ok=False)
+    assert wrong.returncode == 2 and "not an Ed25519 public key" in wrong.stderr
