@@ -238,6 +238,7 @@ async def test_blocked_input_is_refused_and_queued_for_review(pipeline: Pipeline
     out = (await pipeline.send(cid, "Where can I buy COUNTERFEIT watches?")).json()
     assert out["reply"]["content"] == DISCLOSED + REFUSAL_TEXT
     assert len(pipeline.bodies) == calls_before  # the model was never asked
+    assert out["aigc"] is None  # the platform's refusal is not AI-generated content
     assert out["user_turn"]["governance"]["moderation"]["rule"] == "counterfeit"
     queue = (await pipeline.client.get("/v1/reports")).json()
     assert queue["total"] == 1

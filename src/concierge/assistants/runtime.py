@@ -780,7 +780,14 @@ class Runtime:
         citations = citations_for(progress.answer, progress.passages)
         latency = _ms(started)
         producer = self.governance.producer(gov)
-        label = self.governance.labeller.label(delivered, progress.label_id, producer=producer)
+        # A model wrote it: it is labelled. The platform's own texts (a refusal of blocked
+        # input, the handoff notice) are not AI-generated content.
+        generated = progress.model is not None
+        label = (
+            self.governance.labeller.label(delivered, progress.label_id, producer=producer)
+            if generated
+            else None
+        )
         # What is stored: personal data masked where the policy says so (the label above is
         # for what the user received; a stored turn's label is issued over what was stored).
         asked, asked_pii = self._for_storage(text, gov)
@@ -793,11 +800,9 @@ class Runtime:
             asked_record["pii"] = asked_pii
         if verdict.blocked:
             asked_record["moderation"] = verdict.record("input", gov.moderation.action)
-        reply_record: dict[str, Any] = {
-            "label_id": progress.label_id,
-            "producer": producer,
-            "notices": [len(progress.prefix), len(progress.suffix)],
-        }
+        reply_record: dict[str, Any] = {"notices": [len(progress.prefix), len(progress.suffix)]}
+        if generated:
+            reply_record.update(label_id=progress.label_id, producer=producer)
         if progress.prefix and gov.disclosure.enabled and not ctx.disclosed:
             reply_record["disclosure"] = progress.prefix.split("\n\n", 1)[0]
         if gov.pii.redact_storage:
