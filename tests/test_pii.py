@@ -130,3 +130,21 @@ def test_pseudonyms_round_trip_even_when_a_stream_splits_them() -> None:
     shown = "".join(stream.feed(p) for p in pieces) + stream.flush()
     assert shown == "Writing to b@example.com and a@example.com now [not a placeholder"
     assert names.restore_json({"to": ["[EMAIL_1]"], "n": 3}) == {"to": ["a@example.com"], "n": 3}
+
+
+def test_access_logs_keep_their_shape() -> None:
+    """uvicorn's access formatter unpacks the record's arguments: they stay a tuple."""
+    from uvicorn.logging import AccessFormatter
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("203.0.113.9:51234", "GET", "/v1/models?email=a@example.com", "1.1", 200),
+        None,
+    )
+    assert LogRedactor(detector).filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert line == '[IP]:51234 - "GET /v1/models?email=[EMAIL] HTTP/1.1" 200 OK'

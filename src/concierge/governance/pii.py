@@ -44,6 +44,7 @@ from stdnum.nl import bsn
 from stdnum.us import ssn
 
 DEFAULT_REGIONS = ("US", "GB", "FR", "DE", "ES", "IT", "NL", "IN", "CN", "BR")
+_DIGIT = re.compile(r"\d").search  # every built-in kind but e-mail has a digit
 _NEAR = 40  # how far before a number the word that names it may be (characters)
 
 
@@ -78,6 +79,8 @@ class EmailRecognizer:
     entities: tuple[str, ...] = ("email",)
 
     def find(self, text: str) -> Iterable[Span]:
+        if "@" not in text:
+            return
         for m in _EMAIL.finditer(text):
             yield Span(m.start(), m.end(), "email", m.group())
 
@@ -148,6 +151,8 @@ class CardRecognizer:
     entities: tuple[str, ...] = ("card",)
 
     def find(self, text: str) -> Iterable[Span]:
+        if not _DIGIT(text):
+            return
         for m in _CARD.finditer(text):
             digits = re.sub(r"[ -]", "", m.group())
             # Runs of one or two digits (4111 1111 1111 1111, the well-known test number)
@@ -173,6 +178,8 @@ class IbanRecognizer:
     entities: tuple[str, ...] = ("iban",)
 
     def find(self, text: str) -> Iterable[Span]:
+        if not _DIGIT(text):
+            return
         for m in _IBAN.finditer(text):
             candidate = m.group()
             # The pattern may run into the next word; shrink until it validates.
@@ -195,6 +202,8 @@ class IpRecognizer:
     entities: tuple[str, ...] = ("ip",)
 
     def find(self, text: str) -> Iterable[Span]:
+        if not _DIGIT(text):
+            return
         for m in _IPV4.finditer(text):
             if _VERSION_WORD.search(text[max(0, m.start() - 12) : m.start()]):
                 continue
@@ -272,6 +281,8 @@ class NationalIdRecognizer:
     entities: tuple[str, ...] = ("national_id",)
 
     def find(self, text: str) -> Iterable[Span]:
+        if not _DIGIT(text):
+            return
         for rule in _ID_RULES:
             for m in rule.pattern.finditer(text):
                 if rule.context is not None and not rule.context.search(
@@ -358,15 +369,20 @@ class LogRedactor(logging.Filter):
         self.detector = detector
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are masked one by one, keeping their shape: formatters such as uvicorn's
+        # access log unpack them (client address, method, path, ...).
         detector = self.detector or default_detector()
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # a broken format string: logging reports it itself
-            return True
-        masked, counts = detector.redact(message)
-        if counts:
-            record.msg, record.args = masked, None
+        if isinstance(record.msg, str):
+            record.msg = detector.redact(record.msg)[0]
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._mask(detector, a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: self._mask(detector, v) for k, v in record.args.items()}
         return True
+
+    @staticmethod
+    def _mask(detector: Detector, value: Any) -> Any:
+        return detector.redact(value)[0] if isinstance(value, str) else value
 
 
 def install_log_redaction(detector: Detector | None = None) -> None:
