@@ -89,6 +89,7 @@ async def test_a_visitor_chats_with_citations_and_the_disclosure(
     await expect(page.locator(_in("textarea"))).to_be_focused()
     await expect(page.locator(_in(".disclosure"))).to_contain_text("AI assistant")
     await expect(page.locator(_in(".msg.assistant")).first).to_contain_text("Acme's virtual")
+    await page.locator(_in(".consent button"), has_text="No, thanks").click()
 
     await _ask(page, "How long does standard shipping take?")
     await expect(page.locator(_in(".msg.user"))).to_contain_text("standard shipping")
@@ -126,6 +127,52 @@ async def test_a_visitor_chats_with_citations_and_the_disclosure(
     await page.reload()
     await page.locator(_in(".launcher")).click()
     await expect(page.locator(_in(".msg.user"))).to_contain_text("standard shipping")
+    assert errors == []
+
+
+async def test_a_visitor_decides_what_the_assistant_may_remember(
+    demo_server: LiveServer, browser: Browser
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(demo_server.url + "/")
+    await page.locator(_in(".launcher")).click()
+    box = page.locator(_in(".consent"))
+    # Asked in the organisation's words before anything is remembered.
+    await expect(box.locator(".ask")).to_contain_text("May the assistant remember")
+    await _shot(page, "widget-consent.png")
+    await box.locator("button", has_text="Allow").click()
+    await expect(box.locator(".state")).to_have_text("The assistant remembers what you tell it.")
+    # Withdrawing is one click too, and the answer outlives a reload.
+    await box.locator("button", has_text="Stop remembering").click()
+    await expect(box.locator(".state")).to_contain_text("does not remember you")
+    await page.reload()
+    await page.locator(_in(".launcher")).click()
+    await expect(page.locator(_in(".consent .state"))).to_contain_text("does not remember you")
+    await expect(page.locator(_in(".consent .ask"))).to_have_count(0)
+
+    # The record: both decisions, through the widget, against the text version shown.
+    saved = await page.evaluate(
+        "Object.keys(localStorage).filter(k => k.startsWith('concierge:'))"
+        ".map(k => JSON.parse(localStorage.getItem(k)).token)[0]"
+    )
+    mine = httpx.get(
+        demo_server.url + "/widget/v1/acme/acme-support/consents",
+        headers={"X-Concierge-Visitor": saved},
+    ).json()
+    assert mine["purposes"]["personalization"]["granted"] is False
+    assert [(d["granted"], d["channel"], d["text_version"]) for d in mine["history"]] == [
+        (False, "web", "1"),
+        (True, "web", "1"),
+    ]
+    audit = httpx.get(
+        demo_server.url + "/api/audit",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        params={"action": "consent.withdrawn"},
+    )
+    assert audit.status_code == 200, audit.text
+    assert len(audit.json()["data"]) == 1
     assert errors == []
 
 
@@ -237,6 +284,14 @@ async def test_the_widget_api_refuses_what_it_should(demo_server: LiveServer) ->
             f"/acme/acme-support/conversations/{cid}/messages", headers=mine, json={"content": ""}
         )
         assert bad.status_code == 400 and bad.json()["error"]["message"]
+        # Consent: only the visitor's own, only known purposes, nothing recorded when refused.
+        assert (await client.get("/acme/acme-support/consents")).status_code == 401
+        for wrong in ({"purpose": "everything", "granted": True}, {"purpose": "marketing"}):
+            refused = await client.post("/acme/acme-support/consents", headers=mine, json=wrong)
+            assert refused.status_code == 400 and refused.json()["error"]["message"]
+        fresh = (await client.get("/acme/acme-support/consents", headers=mine)).json()
+        assert fresh["purposes"] == {"terms": None, "personalization": None, "marketing": None}
+        assert fresh["history"] == []
         # Cross-origin use is allowed (any site may embed it unless widget_origins says not).
         preflight = await client.options(
             "/acme/acme-support/visitors",

@@ -69,6 +69,27 @@ EXPLICIT_LABEL_TEXTS: dict[str, str] = {
     "ja": "［AI生成コンテンツ］",
 }
 
+MEMORY_CONSENT_TEXTS: dict[str, str] = {
+    "en": "May the assistant remember what you tell it (such as your name and preferences) "
+    "for later conversations? You can change your answer at any time.",
+    "fr": "L'assistant peut-il retenir ce que vous lui dites (par exemple votre nom et vos "
+    "préférences) pour vos prochaines conversations ? Vous pouvez changer d'avis à tout moment.",
+    "de": "Darf sich der Assistent merken, was Sie ihm sagen (etwa Ihren Namen und Ihre "
+    "Vorlieben), für spätere Gespräche? Sie können Ihre Antwort jederzeit ändern.",
+    "es": "¿Puede el asistente recordar lo que le cuenta (como su nombre y sus preferencias) "
+    "para próximas conversaciones? Puede cambiar su respuesta en cualquier momento.",
+    "it": "L'assistente può ricordare ciò che gli dici (come il tuo nome e le tue preferenze) "
+    "per le prossime conversazioni? Puoi cambiare la tua risposta in qualsiasi momento.",
+    "pt": "O assistente pode lembrar-se do que lhe diz (como o seu nome e preferências) em "
+    "conversas futuras? Pode mudar a sua resposta a qualquer momento.",
+    "nl": "Mag de assistent onthouden wat u vertelt (zoals uw naam en voorkeuren) voor "
+    "volgende gesprekken? U kunt uw antwoord altijd wijzigen.",
+    "zh": "是否允许助手记住您告诉它的信息（如您的姓名和偏好），以便在以后的对话中使用？"
+    "您可以随时更改此选择。",
+    "ja": "今後の会話のために、お伝えいただいた内容（お名前やご希望など）をアシスタントが"
+    "記憶してもよろしいですか？この選択はいつでも変更できます。",
+}
+
 REFUSAL_TEXT = (
     "Sorry, I can't help with that here. If you think this is a mistake, you can ask for a person."
 )
@@ -167,6 +188,13 @@ class Consent(_Part):
         default_factory=lambda: {p: "1" for p in PURPOSES},
         description="The current version of each consent text.",
     )
+    memory_texts: dict[Language, str] = Field(
+        default_factory=lambda: dict(MEMORY_CONSENT_TEXTS),
+        description="What the web widget asks before the assistant may remember a visitor, per "
+        "language; a decision records text_versions[memory_requires] (raise it when you edit).",
+    )
+
+    _check = field_validator("memory_texts")(_texts)
 
 
 class Retention(_Part):

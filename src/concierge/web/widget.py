@@ -170,6 +170,14 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
             "consent": {
                 "memory_requires": policy.consent.memory_requires,
                 "text_versions": policy.consent.text_versions,
+                # What the widget asks before the assistant may remember the visitor.
+                "memory_text": pick_language(
+                    policy.consent.memory_texts,
+                    request.headers.get("accept-language"),
+                    disclosure.default_language,
+                )
+                if policy.consent.memory_requires
+                else None,
             },
         }
     )
@@ -264,6 +272,19 @@ async def report(
 
     made = await _db(request).write(write)
     return JSON(made.to_dict(), status_code=201)
+
+
+@router.get("/{org}/{assistant}/consents", summary="The visitor's consent decisions")
+async def consents(org: str, assistant: str, request: Request) -> JSON:
+    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    visitor = await _visitor(request, found.org_id)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        policy = _policy(conn, found)
+        user = store.peek_end_user(conn, found.org_id, CHANNEL, visitor)
+        return consent.summary(conn, user.id if user else 0, policy.consent)
+
+    return JSON(await _db(request).read(read))
 
 
 @router.post("/{org}/{assistant}/consents", status_code=201, summary="Record the visitor's consent")

@@ -44,6 +44,14 @@
     "header button{background:transparent;border:none;color:#fff;font-size:22px;line-height:1;cursor:pointer;",
     "width:36px;height:36px;border-radius:8px}",
     ".disclosure{margin:0;background:#eef2fd;color:#243b7a;font-size:12.5px;padding:8px 14px;border-bottom:1px solid #dbe3fb}",
+    ".consent{margin:0;background:#f6f7f9;color:#2b2f38;font-size:12.5px;padding:8px 14px;border-bottom:1px solid #e3e5ea;",
+    "display:flex;flex-wrap:wrap;align-items:center;gap:6px 8px}",
+    ".consent[hidden]{display:none}",
+    ".consent .ask{flex-basis:100%}",
+    ".consent .state{flex:1}",
+    ".consent button{font-size:12.5px;padding:4px 10px;border-radius:6px;border:1px solid #1f4fd1;cursor:pointer;",
+    "background:#1f4fd1;color:#fff}",
+    ".consent button.secondary{background:#fff;color:#1f4fd1}",
     ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#fafafb}",
     ".msg{max-width:85%;padding:9px 12px;border-radius:12px;font-size:14.5px;line-height:1.45;white-space:pre-wrap;word-wrap:break-word}",
     ".msg.user{align-self:flex-end;background:#1f4fd1;color:#fff;border-bottom-right-radius:4px}",
@@ -93,6 +101,7 @@
     '<section class="panel" role="dialog" aria-modal="false" aria-labelledby="cw-title" hidden>' +
     '<header><h2 id="cw-title"></h2><button type="button" class="close" aria-label="Close chat">×</button></header>' +
     '<p class="disclosure" id="cw-disclosure" role="note"></p>' +
+    '<div class="consent" id="cw-consent" role="group" aria-label="Memory" hidden></div>' +
     '<div class="log" role="log" aria-live="polite" aria-relevant="additions" aria-describedby="cw-disclosure" tabindex="0"></div>' +
     '<form><label class="sr" for="cw-input">Your message</label>' +
     '<textarea id="cw-input" rows="1" maxlength="4000" placeholder="Type your message…" autocomplete="off"></textarea>' +
@@ -192,6 +201,9 @@
       list.appendChild(li);
     });
     details.appendChild(list);
+    details.addEventListener("toggle", function () {
+      if (details.open) details.scrollIntoView({ block: "nearest" });
+    });
     div.appendChild(details);
   }
 
@@ -293,6 +305,65 @@
     } catch (e) { /* a missed poll is retried on the next tick */ }
   }
 
+  // Consent (GDPR Art. 7): the assistant remembers a visitor across conversations only once
+  // they agree, asked in the organisation's words; saying no, or withdrawing later, is one
+  // click, as easy as agreeing. Each answer is recorded with the version of the text shown.
+  var consentBox = root.getElementById("cw-consent");
+
+  function consentButton(text, secondary, onClick) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.textContent = text;
+    if (secondary) button.className = "secondary";
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  function showConsent(ask, granted) {
+    consentBox.textContent = "";
+    var decide = async function (yes) {
+      consentBox.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+      try {
+        var made = await json("POST", "/consents", { purpose: ask.purpose, granted: yes,
+                                                     text_version: ask.version });
+        showConsent(ask, made.granted);
+        consentBox.querySelector("button").focus();
+      } catch (e) {
+        showConsent(ask, granted);
+        notice("Your choice could not be saved: " + e.message, true);
+      }
+    };
+    var text = document.createElement("span");
+    if (granted === null) {
+      text.className = "ask";
+      text.textContent = ask.text;
+      consentBox.appendChild(text);
+      consentBox.appendChild(consentButton("Allow", false, function () { decide(true); }));
+      consentBox.appendChild(consentButton("No, thanks", true, function () { decide(false); }));
+    } else {
+      text.className = "state";
+      text.setAttribute("role", "status");
+      text.textContent = granted
+        ? "The assistant remembers what you tell it."
+        : "The assistant does not remember you between conversations.";
+      consentBox.appendChild(text);
+      consentBox.appendChild(granted
+        ? consentButton("Stop remembering", true, function () { decide(false); })
+        : consentButton("Allow memory", true, function () { decide(true); }));
+    }
+    consentBox.hidden = false;
+  }
+
+  async function loadConsent(config) {
+    var purpose = config.consent && config.consent.memory_requires;
+    if (!purpose || !config.consent.memory_text) { consentBox.hidden = true; return; }
+    var ask = { purpose: purpose, text: config.consent.memory_text,
+                version: config.consent.text_versions[purpose] };
+    var mine = (await json("GET", "/consents")).purposes[purpose];
+    // Asked again when the text changed since the visitor answered.
+    showConsent(ask, mine && mine.current_text ? mine.granted : null);
+  }
+
   async function ensureSession() {
     var config = await json("GET", "");
     var banner = root.getElementById("cw-disclosure");
@@ -302,6 +373,15 @@
       state.token = (await json("POST", "/visitors")).token;
       state.conversation = null;
       persist();
+    }
+    try {
+      await loadConsent(config);
+    } catch (e) {
+      if (e.status !== 401) throw e;  // an expired visitor token: a new one below
+      state.token = (await json("POST", "/visitors")).token;
+      state.conversation = null;
+      persist();
+      await loadConsent(config);
     }
     if (state.conversation) {
       try {
