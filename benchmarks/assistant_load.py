@@ -1,7 +1,7 @@
 """Load: many concurrent conversations through the assistant pipeline, against a mock model.
 
     .venv/bin/python benchmarks/assistant_load.py [--users 50] [--duration 300]
-        [--think 0.5:1.5] [--database sqlite|postgresql]
+        [--think 2:8] [--database sqlite|postgresql]
 
 Starts the mock OpenAI upstream (benchmarks/mock_upstream.py: 20 streamed chunks, no waiting)
 and ``concierge serve`` (one worker; the embedded LLM off, the mock as its only chat model; the
@@ -214,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=300)
-    parser.add_argument("--think", default="0.5:1.5", help="MIN:MAX seconds between messages.")
+    parser.add_argument("--think", default="2:8", help="MIN:MAX seconds between messages.")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     think = tuple(float(x) for x in args.think.split(":"))
