@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import click
 import orjson
@@ -11,6 +12,7 @@ from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context, print_table
+from concierge.errors import InvalidRequest
 from concierge.governance import audit
 
 
@@ -19,19 +21,63 @@ def command() -> None:
     """Read and verify the audit log."""
 
 
+def _anchor(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> list[audit.Anchor]:
+    try:
+        return [audit.Anchor.parse(v) for v in values]
+    except InvalidRequest as e:
+        raise click.BadParameter(e.message) from None
+
+
 @command.command("verify")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    callback=_anchor,
+    metavar="SEQ:HASH",
+    help="An entry's hash kept outside the database (from `audit head`); repeatable.",
+)
+@click.option(
+    "--anchors-file",
+    type=click.File("r"),
+    help="A file of anchors, one per line (the first word; `#` starts a comment).",
+)
 @pass_context
-def verify(ctx: Context) -> None:
+def verify(ctx: Context, anchors: list[audit.Anchor], anchors_file: TextIO | None) -> None:
     """Check the whole chain. Exits 1 and names the first bad entry if any entry was edited,
-    deleted or reordered."""
+    deleted or reordered, or if an anchored entry no longer holds its anchored hash."""
+    if anchors_file is not None:
+        anchors = [*anchors, *audit.read_anchors(anchors_file)]
     with database(ctx.settings()) as db:
-        result = db.read_sync(audit.verify)
+        result = db.read_sync(lambda conn: audit.verify(conn, anchors))
     if result.ok:
-        click.echo(f"audit log intact: {result.checked} entries, chain and head agree")
+        pinned = f", {result.anchors_checked} anchors match" if anchors else ""
+        click.echo(f"audit log intact: {result.checked} entries, chain and head agree{pinned}")
         return
     click.secho(f"audit log BROKEN at entry {result.bad_seq}: {result.problem}", fg="red", err=True)
     click.echo(f"{result.checked} entries before it verified", err=True)
     sys.exit(1)
+
+
+@command.command("head")
+@pass_context
+def head(ctx: Context) -> None:
+    """Print the newest entry as SEQ:HASH, to keep where the database's writers cannot write
+    (a file on another machine, a ticket, a notarised log); `verify --anchors-file` checks the
+    log still holds it.
+
+    \b
+    For example, daily from cron on another host:
+      echo "$(concierge audit head) $(date -Is)" >> /secure/concierge-audit-anchors
+    """
+    with database(ctx.settings()) as db:
+        now = db.read_sync(audit.head)
+    if now is None:
+        click.echo("the audit log is empty", err=True)
+        sys.exit(1)
+    click.echo(str(now))
 
 
 @command.command("list")

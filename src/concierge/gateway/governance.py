@@ -147,14 +147,36 @@ async def list_audit(
     )
 
 
+@admin.get("/audit/head", summary="The newest entry's number and hash, to keep elsewhere")
+async def audit_head(request: Request, _key: AdminKey) -> JSON:
+    now = await _db(request).read(audit.head)
+    return JSON(
+        {
+            "object": "audit.head",
+            "seq": now.seq if now else 0,
+            "hash": now.hash if now else None,
+            "anchor": str(now) if now else None,
+        }
+    )
+
+
 @admin.get("/audit/verify", summary="Check the audit log's hash chain")
-async def verify_audit(request: Request, _key: AdminKey) -> JSON:
-    result = await _db(request).read(audit.verify)
+async def verify_audit(
+    request: Request,
+    _key: AdminKey,
+    anchor: Annotated[
+        list[str] | None,
+        Query(max_length=1000, description="SEQ:HASH copies of the head kept elsewhere."),
+    ] = None,
+) -> JSON:
+    anchors = [audit.Anchor.parse(a) for a in anchor or ()]
+    result = await _db(request).read(lambda conn: audit.verify(conn, anchors))
     return JSON(
         {
             "object": "audit.verification",
             "ok": result.ok,
             "checked": result.checked,
+            "anchors_checked": result.anchors_checked,
             "problem": result.problem,
             "bad_seq": result.bad_seq,
             "bad_id": result.bad_id,

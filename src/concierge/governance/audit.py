@@ -5,7 +5,9 @@ organisation, actor, action, target, details, time and that previous hash (SHA-2
 canonical JSON). Editing an entry breaks its own hash; deleting one breaks the chain at the
 next (and leaves a gap in the sequence); reordering changes the sequence numbers the hashes
 cover. The newest entry's number and hash are also kept in ``audit_head``, updated in the same
-transaction, so removing entries from the end is found too.
+transaction, so removing entries from the end is found too. Whoever can write the database
+could still rewrite every entry and the head consistently; :class:`Anchor` copies of the head,
+kept elsewhere, catch that (``concierge audit head``, ``verify --anchors-file``).
 
 Entries are written in the caller's transaction: the change and its record commit together or
 not at all. Appenders lock the head row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +29,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, insert, select, update
 
+from concierge.errors import InvalidRequest
 from concierge.store import aware
 from concierge.store.tables import audit_head, audit_log
 
@@ -192,6 +196,57 @@ def _all(conn: Connection) -> Iterator[Entry]:
         after = batch[-1].seq
 
 
+_ANCHOR = re.compile(r"^([1-9][0-9]{0,17}):([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """An entry's number and hash kept outside the database (``SEQ:HASH``).
+
+    The chain shows any change to some entries; someone able to write the database could
+    still rewrite every entry and the head consistently. A copy of the head taken regularly
+    and kept where the database's writers cannot write rules that out: a rewritten log no
+    longer holds the anchored hash at that number.
+    """
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        found = _ANCHOR.match(text.strip().lower())
+        if found is None:
+            raise InvalidRequest(
+                f"an anchor is SEQ:HASH (as `concierge audit head` prints it), not {text[:80]!r}",
+                param="anchor",
+            )
+        return cls(int(found.group(1)), found.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+def read_anchors(lines: Iterable[str]) -> list[Anchor]:
+    """Anchors from a file of them: the first word of each line (a date or a note may follow);
+    blank lines and lines starting with ``#`` are skipped."""
+    out = []
+    for line in lines:
+        words = line.split()
+        if words and not words[0].startswith("#"):
+            out.append(Anchor.parse(words[0]))
+    return out
+
+
+def head(conn: Connection) -> Anchor | None:
+    """The newest entry's number and hash (None: nothing recorded yet)."""
+    row = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+    ).one_or_none()
+    if row is None or int(row.seq) == 0:
+        return None
+    return Anchor(int(row.seq), str(row.hash))
+
+
 @dataclass(frozen=True)
 class Verification:
     ok: bool
@@ -199,14 +254,21 @@ class Verification:
     problem: str | None = None
     bad_seq: int | None = None  # the first entry that fails
     bad_id: int | None = None
+    anchors_checked: int = 0
 
 
-def verify(conn: Connection) -> Verification:
-    """Walk the whole chain; the first entry that does not hold is named."""
+def verify(conn: Connection, anchors: Sequence[Anchor] = ()) -> Verification:
+    """Walk the whole chain; the first entry that does not hold is named. Each anchor's entry
+    must still carry the anchored hash."""
     expected_prev = GENESIS
     expected_seq = 1
     checked = 0
     last: Entry | None = None
+    matched = 0
+    pinned: dict[int, str] = {}
+    for anchor in anchors:
+        if pinned.setdefault(anchor.seq, anchor.hash) != anchor.hash:
+            raise InvalidRequest(f"two anchors for entry {anchor.seq} disagree", param="anchor")
     for entry in _all(conn):
         where = {"bad_seq": entry.seq, "bad_id": entry.id}
         if entry.seq != expected_seq:
@@ -239,6 +301,18 @@ def verify(conn: Connection) -> Verification:
             return Verification(
                 False, checked, f"entry {entry.seq} was altered: its hash does not match", **where
             )
+        if entry.seq in pinned and pinned[entry.seq] != entry.hash:
+            return Verification(
+                False,
+                checked,
+                f"entry {entry.seq} is not the entry anchored outside the database (hash "
+                f"{entry.hash[:12]}…, anchored {pinned[entry.seq][:12]}…): the log was "
+                f"rewritten at or before entry {entry.seq}",
+                **where,
+                anchors_checked=matched,
+            )
+        if entry.seq in pinned:
+            matched += 1
         checked += 1
         expected_prev = entry.hash
         expected_seq += 1
@@ -256,4 +330,14 @@ def verify(conn: Connection) -> Verification:
             "entries were removed from the end, or the head was altered",
             bad_seq=last_seq + 1,
         )
-    return Verification(True, checked)
+    beyond = [seq for seq in pinned if seq > last_seq]
+    if beyond:
+        return Verification(
+            False,
+            checked,
+            f"entry {min(beyond)} was anchored outside the database but the log ends at entry "
+            f"{last_seq}: entries were removed from the end and the head rewritten",
+            bad_seq=min(beyond),
+            anchors_checked=matched,
+        )
+    return Verification(True, checked, anchors_checked=matched)
