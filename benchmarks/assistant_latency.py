@@ -46,7 +46,7 @@ def summary(values: list[float]) -> dict[str, float]:
 async def run(rounds: int) -> dict[str, Any]:
     from concierge import demo
     from concierge.app import Concierge
-    from concierge.assistants.runtime import Completed, Delta, Inbound
+    from concierge.assistants.events import Completed, Delta, Inbound
     from concierge.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:

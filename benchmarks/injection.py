@@ -204,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from concierge.app import Concierge
     from concierge.assistants import definitions
     from concierge.assistants.definitions import AssistantConfig
-    from concierge.assistants.runtime import Completed, Inbound
+    from concierge.assistants.events import Completed, Inbound
     from concierge.config import Settings
     from concierge.governance import policy as policies
     from concierge.knowledge.ingest import Source

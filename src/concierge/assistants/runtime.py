@@ -4,14 +4,19 @@ Every entry point (``/v1/assistants/.../messages``, ``model="assistant:<name>"``
 ``/v1/chat/completions``, the web widget, later the messaging channels) builds an
 :class:`Inbound` and consumes :meth:`Runtime.reply`. The steps, each a small function:
 
-1. :func:`Runtime._load` — the assistant's current version, the end user, the conversation,
-   the recent turns and the user's memories, in one read;
-2. a conversation in a human's hands gets the message stored and no model reply;
+1. :func:`Runtime._load` — the assistant's current version, the organisation's policy, the
+   end user and their consent, the conversation, the recent turns and the user's memories, in
+   one read;
+2. a conversation in a human's hands gets the message stored and no model reply; a message the
+   moderation policy refuses gets its refusal; an explicit request for a person is handed off
+   by the platform;
 3. :func:`concierge.assistants.retrieval.retrieve` — passages for the message;
 4. :func:`concierge.assistants.prompt.build` — the prompt within the token budget, untrusted
-   text spotlighted;
-5. the model call, streamed, and the tool loop, bounded by ``max_tool_steps`` model calls and
-   ``max_tool_seconds`` of tool time; built-in tools and the operator's HTTP tools;
+   text spotlighted, personal data pseudonymised for a model outside this server;
+5. the model call, streamed through :class:`concierge.assistants.output.OutputFilter` (data
+   marks, pseudonyms, the leak guard, output moderation), and the tool loop, bounded by
+   ``max_tool_steps`` model calls and ``max_tool_seconds`` of tool time; built-in tools and the
+   operator's HTTP tools, each call past the injection guard (:meth:`Runtime._guarded_tool`);
 6. :func:`Runtime._store` — the user's turn, the reply turn, saved memories and a handoff, in
    one transaction.
 
@@ -41,7 +46,16 @@ from sqlalchemy import Connection
 
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant, AssistantConfig
+from concierge.assistants.events import (
+    Completed,
+    Delta,
+    Inbound,
+    Progress,
+    ReplyEvent,
+    ToolUsed,
+)
 from concierge.assistants.intents import wants_human
+from concierge.assistants.output import OutputFilter, Withdrawn, notices, with_prefix
 from concierge.assistants.prompt import HistoryTurn, Passage, Spotlight, build
 from concierge.assistants.retrieval import knowledge_bases, retrieve
 from concierge.assistants.tools import ToolResult, call_http_tool, parse_arguments
@@ -51,8 +65,7 @@ from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
 from concierge.governance import consent, moderation
 from concierge.governance import policy as governance_policy
-from concierge.governance.injection import DATAMARK, LeakGuard, guard_call
-from concierge.governance.labels import new_produce_id
+from concierge.governance.injection import LeakGuard, guard_call
 from concierge.governance.moderation import Verdict
 from concierge.governance.pii import Pseudonyms, StreamRestorer
 from concierge.governance.policy import OrgPolicy, effective, pick_language
@@ -77,7 +90,6 @@ log = logging.getLogger(__name__)
 HISTORY_TURNS = 40  # the most turns read back for the conversation window
 MAX_MESSAGE_CHARS = 16_000
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
-LEAK_REFUSAL = "Sorry, I can't share how I was set up. Is there something else I can help with?"
 EMPTY_REPLY = (
     "Sorry, I could not find an answer to that. You can rephrase the question or ask for a person."
 )
@@ -122,61 +134,6 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
 # -- what goes in and what comes out ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """One user message for an assistant, from any channel."""
-
-    org_id: int
-    assistant: int | str  # id or name
-    channel: str  # "api", "web", later "whatsapp", ...
-    external_id: str  # the end user's identity on that channel
-    text: str
-    conversation_id: int | None = None  # None: continue the latest on this channel, or start
-    new_conversation: bool = False  # start a new one even if there is a latest
-    history: Sequence[HistoryTurn] | None = None  # the caller's own history (OpenAI door)
-    priority_key: str | None = None  # who waits in the model's fair queue
-    language: str | None = None  # the user's languages (Accept-Language), for notices
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A piece of the reply's text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Replaced:
-    """The reply so far is withdrawn and replaced by ``text`` (output moderation); ``answer``
-    is the replacement without the notices before it."""
-
-    text: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class ToolUsed:
-    """A tool call and its result (or failure), as recorded on the turn."""
-
-    record: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Completed:
-    """The last event: what was stored."""
-
-    conversation: Conversation
-    user_turn: Turn
-    reply: Turn | None  # None while a human has the conversation
-    citations: list[dict[str, Any]]
-    timings: dict[str, float]
-    label: dict[str, str] | None = None  # the reply's provenance label (AIGC), as delivered
-    delivered: str = ""  # the reply as the user received it (stored masked, per policy)
-
-
-ReplyEvent = Delta | Replaced | ToolUsed | Completed
-
-
 @dataclass
 class _Context:
     """What step 1 loads."""
@@ -191,37 +148,6 @@ class _Context:
     policy: OrgPolicy = field(default_factory=OrgPolicy)
     disclosed: bool = False  # an assistant message of this conversation told the user already
     memory_allowed: bool = True  # the user consented to what the memory needs
-
-
-@dataclass
-class _Progress:
-    """The reply as it is being produced, stored whatever way the turn ends."""
-
-    text: list[str] = field(default_factory=list)
-    tool_records: list[dict[str, Any]] = field(default_factory=list)
-    passages: list[Passage] = field(default_factory=list)
-    memories: list[str] = field(default_factory=list)
-    handoff: str | None = None
-    model: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    status: str = "complete"
-    error: str | None = None
-    prefix: str = ""  # notices before the answer: AI disclosure, an explicit label
-    suffix: str = ""  # an explicit label after the answer
-    prefix_sent: bool = False
-    moderation: dict[str, Any] | None = None  # the output check that fired
-    label_id: str = field(default_factory=new_produce_id)
-
-    @property
-    def answer(self) -> str:
-        """What the model (or the platform in its place) said."""
-        return "".join(self.text).strip()
-
-    @property
-    def content(self) -> str:
-        """The reply as delivered: notices, the answer, a closing label."""
-        return self.prefix + self.answer + self.suffix
 
 
 def citations_for(text: str, passages: Sequence[Passage]) -> list[dict[str, Any]]:
@@ -346,8 +272,8 @@ class Runtime:
             yield Completed(stored[0], stored[1], None, [], timings)
             return
 
-        progress = _Progress()
-        progress.prefix, progress.suffix = self._notices(ctx, inbound)
+        progress = Progress()
+        progress.prefix, progress.suffix = notices(gov, ctx.disclosed, inbound.language)
         mark = time.perf_counter()
         verdict = (
             await self.governance.check(text, gov.moderation)
@@ -401,7 +327,6 @@ class Runtime:
                 t if t.masked else HistoryTurn(t.role, names.mask(t.content)) for t in history
             ]
             memories = [names.mask(m) for m in memories]
-        restorer = StreamRestorer(names) if names is not None else None
         defence = gov.injection
         spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
         built = build(
@@ -421,9 +346,16 @@ class Runtime:
         messages = list(built.messages)
         user_said = [t.content for t in ctx.history if t.role == "user"]
         tool_outputs: list[str] = []
-        check_output = gov.moderation.enabled and gov.moderation.check_output
-        leak_guard = (
-            LeakGuard(config.instructions) if defence.enabled and defence.leak_guard else None
+        output = OutputFilter(
+            progress,
+            gov,
+            self.governance,
+            datamarking=spotlight.datamarking,
+            restorer=StreamRestorer(names) if names is not None else None,
+            leak_guard=(
+                LeakGuard(config.instructions) if defence.enabled and defence.leak_guard else None
+            ),
+            check_output=gov.moderation.enabled and gov.moderation.check_output,
         )
         tool_deadline: float | None = None
         model_s = 0.0
@@ -451,35 +383,10 @@ class Runtime:
                     progress.model = model.model_id
                     for event in batch:
                         if isinstance(event, TextDelta):
-                            if not event.text:
-                                continue
-                            step_text.append(event.text)  # as the model wrote it
-                            shown = event.text
-                            if spotlight.datamarking and DATAMARK in shown:
-                                # Copied from marked data: the mark is not for the user.
-                                shown = shown.replace(DATAMARK, " ")
-                            if restorer is not None:
-                                shown = restorer.feed(shown)
-                                if not shown:
-                                    continue
-                            event = TextDelta(shown)
-                            if (
-                                leak_guard is not None
-                                and progress.moderation is None
-                                and leak_guard.leaks("".join(progress.text) + event.text)
-                            ):
-                                yield _withhold_leak(progress)
-                                raise _Withdrawn
-                            if check_output and progress.moderation is None:
-                                seen = "".join(progress.text) + event.text
-                                hit = self.governance.quick_check(seen, gov.moderation)
-                                if hit.blocked:
-                                    replaced = self._moderate_output(progress, hit, gov)
-                                    if replaced is not None:
-                                        yield replaced
-                                        raise _Withdrawn
-                            progress.text.append(event.text)
-                            yield Delta(self._with_prefix(progress, event.text))
+                            if event.text:
+                                step_text.append(event.text)  # as the model wrote it
+                                for shown in output.feed(event.text):
+                                    yield shown
                         elif isinstance(event, ToolCallDelta):
                             call = calls.setdefault(
                                 event.index, {"id": "", "name": "", "arguments": ""}
@@ -489,9 +396,8 @@ class Runtime:
                             call["arguments"] += event.arguments
                         elif isinstance(event, Finish):
                             _add_usage(progress, event.usage)
-                if restorer is not None and (rest := restorer.flush()):
-                    progress.text.append(rest)
-                    yield Delta(self._with_prefix(progress, rest))
+                for shown in output.flush():
+                    yield shown
                 model_s += time.perf_counter() - mark
                 if not calls:
                     break
@@ -504,28 +410,16 @@ class Runtime:
                 ]
                 messages.append(Message("assistant", "".join(step_text) or None, tuple(made)))
                 for call_made in made:
-                    if names is not None:  # the tool gets the real values, never the model
-                        restored = names.restore_json(_loads(call_made.arguments))
-                        call_made = ToolCall(call_made.id, call_made.name, json.dumps(restored))
-                    refusal = None
-                    if defence.enabled and defence.tool_guard:
-                        refusal = guard_call(
-                            call_made.name,
-                            _loads(call_made.arguments),
-                            trusted=[text, *user_said, config.instructions],
-                            untrusted=[
-                                *(p.text for p in progress.passages),
-                                *ctx.memories,
-                                *tool_outputs,
-                            ],
-                        )
-                    if refusal is not None:
-                        failed = _tool_failure(call_made, refusal, time.perf_counter())
-                        result = dataclasses.replace(failed, refused=True)
-                    else:
-                        result = await self._run_tool(
-                            call_made, config, ctx, inbound, progress, tool_deadline
-                        )
+                    result = await self._guarded_tool(
+                        call_made,
+                        ctx,
+                        inbound,
+                        progress,
+                        tool_deadline,
+                        names=names,
+                        trusted=[text, *user_said, config.instructions],
+                        untrusted=[*ctx.memories, *tool_outputs],
+                    )
                     tool_outputs.append(result.content)
                     progress.tool_records.append(result.record())
                     yield ToolUsed(result.record())
@@ -540,7 +434,7 @@ class Runtime:
                     )
                 tools_s += time.perf_counter() - mark
             finished = True
-        except _Withdrawn:
+        except Withdrawn:
             finished = True  # output moderation replaced the answer; the model was stopped
         except (asyncio.CancelledError, GeneratorExit):
             progress.status = "partial"
@@ -564,69 +458,18 @@ class Runtime:
         timings["tools_ms"] = round(tools_s * 1000, 2)
         if progress.handoff is not None and not progress.answer:
             progress.text.append(HANDOFF_NOTICE)
-            yield Delta(self._with_prefix(progress, HANDOFF_NOTICE))
+            yield Delta(with_prefix(progress, HANDOFF_NOTICE))
         elif not progress.answer:
             # The model produced nothing usable (it went straight to a stop sequence): the
             # user gets an honest answer, the turn says what happened.
             progress.text = [EMPTY_REPLY]
             progress.error = "the model returned no text"
-            yield Delta(self._with_prefix(progress, EMPTY_REPLY))
-        if (
-            leak_guard is not None
-            and progress.moderation is None
-            and leak_guard.leaks(progress.answer, final=True)
-        ):
-            yield _withhold_leak(progress)
-        if check_output and progress.moderation is None and self.governance.classifiers:
-            hit = await self.governance.check(progress.answer, gov.moderation)
-            if hit.blocked:
-                replaced = self._moderate_output(progress, hit, gov)
-                if replaced is not None:
-                    yield replaced
+            yield Delta(with_prefix(progress, EMPTY_REPLY))
+        async for shown in output.final():
+            yield shown
         if progress.suffix:
             yield Delta(progress.suffix)
         yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
-
-    # -- governance steps ------------------------------------------------------------------
-
-    def _notices(self, ctx: _Context, inbound: Inbound) -> tuple[str, str]:
-        """What goes before and after the answer: the AI disclosure in the first assistant
-        message of a conversation, and the explicit label where the policy wants one."""
-        gov = ctx.policy
-        before: list[str] = []
-        if gov.disclosure.enabled and not ctx.disclosed:
-            before.append(
-                pick_language(
-                    gov.disclosure.texts, inbound.language, gov.disclosure.default_language
-                )
-            )
-        label = pick_language(
-            gov.labels.explicit_texts, inbound.language, gov.disclosure.default_language
-        )
-        if gov.labels.explicit == "start":
-            before.append(label)
-        prefix = "".join(f"{notice}\n\n" for notice in before)
-        suffix = f"\n\n{label}" if gov.labels.explicit == "end" else ""
-        return prefix, suffix
-
-    @staticmethod
-    def _with_prefix(progress: _Progress, text: str) -> str:
-        """``text``, preceded by the notices the first time anything is sent."""
-        if progress.prefix_sent:
-            return text
-        progress.prefix_sent = True
-        return progress.prefix + text
-
-    @staticmethod
-    def _moderate_output(progress: _Progress, hit: Verdict, gov: OrgPolicy) -> Replaced | None:
-        """Apply the policy to an answer that broke a rule: replace it, or flag it."""
-        if gov.moderation.action == "refuse":
-            progress.moderation = hit.record("output", "refuse")
-            progress.text = [gov.moderation.refusal_text]
-            progress.prefix_sent = True
-            return Replaced(progress.prefix + progress.answer, progress.answer)
-        progress.moderation = hit.record("output", "flag")
-        return None
 
     # -- step 1: load ----------------------------------------------------------------------
 
@@ -699,13 +542,44 @@ class Runtime:
         specs += [ToolSpec(t.name, t.description, t.parameters) for t in config.tools]
         return specs
 
+    async def _guarded_tool(
+        self,
+        call: ToolCall,
+        ctx: _Context,
+        inbound: Inbound,
+        progress: Progress,
+        deadline: float,
+        *,
+        names: Pseudonyms | None,
+        trusted: list[str],
+        untrusted: list[str],
+    ) -> ToolResult:
+        """A tool call the model made, with the real values back in its arguments, run unless
+        the injection guard finds that only data (passages, memories, earlier tool results;
+        never the user or the operator) asked for it."""
+        if names is not None:  # the tool gets the real values, never the model
+            restored = names.restore_json(_loads(call.arguments))
+            call = ToolCall(call.id, call.name, json.dumps(restored))
+        defence = ctx.policy.injection
+        if defence.enabled and defence.tool_guard:
+            refusal = guard_call(
+                call.name,
+                _loads(call.arguments),
+                trusted=trusted,
+                untrusted=[*(p.text for p in progress.passages), *untrusted],
+            )
+            if refusal is not None:
+                failed = _tool_failure(call, refusal, time.perf_counter())
+                return dataclasses.replace(failed, refused=True)
+        return await self._run_tool(call, ctx.config, ctx, inbound, progress, deadline)
+
     async def _run_tool(
         self,
         call: ToolCall,
         config: AssistantConfig,
         ctx: _Context,
         inbound: Inbound,
-        progress: _Progress,
+        progress: Progress,
         deadline: float,
     ) -> ToolResult:
         started = time.perf_counter()
@@ -769,7 +643,7 @@ class Runtime:
         ctx: _Context,
         inbound: Inbound,
         text: str,
-        progress: _Progress,
+        progress: Progress,
         timings: dict[str, float],
         started: float,
         verdict: Verdict,
@@ -888,23 +762,6 @@ class Runtime:
         return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn
 
 
-def _withhold_leak(progress: _Progress) -> Replaced:
-    """The answer recites the operator's instructions: it is replaced, and recorded."""
-    progress.moderation = {
-        "stage": "output",
-        "action": "refuse",
-        "category": "instructions_leak",
-        "rule": "leak_guard",
-    }
-    progress.text = [LEAK_REFUSAL]
-    progress.prefix_sent = True
-    return Replaced(progress.prefix + LEAK_REFUSAL, LEAK_REFUSAL)
-
-
-class _Withdrawn(Exception):
-    """Output moderation replaced the answer: stop the model."""
-
-
 def _answer_of(turn: Turn) -> str:
     """A stored reply without the notices around it (the disclosure, explicit labels)."""
     notices = (turn.governance or {}).get("notices")
@@ -914,7 +771,7 @@ def _answer_of(turn: Turn) -> str:
     return turn.content[before : len(turn.content) - after if after else None]
 
 
-def _add_usage(progress: _Progress, usage: Usage) -> None:
+def _add_usage(progress: Progress, usage: Usage) -> None:
     progress.prompt_tokens += usage.prompt_tokens
     progress.completion_tokens += usage.completion_tokens
 

@@ -21,16 +21,16 @@ from starlette.responses import Response
 from concierge import names
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant
-from concierge.assistants.prompt import HistoryTurn
-from concierge.assistants.runtime import (
+from concierge.assistants.events import (
     Completed,
     Delta,
     Inbound,
     Replaced,
     ReplyEvent,
-    Runtime,
     ToolUsed,
 )
+from concierge.assistants.prompt import HistoryTurn
+from concierge.assistants.runtime import Runtime
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound

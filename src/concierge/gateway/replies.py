@@ -18,7 +18,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from concierge.assistants.runtime import Completed, Delta, ReplyEvent
+from concierge.assistants.events import Completed, Delta, ReplyEvent
 from concierge.errors import ConciergeError
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
 from concierge.gateway.responses import AI_HEADERS, JSON, EventStream

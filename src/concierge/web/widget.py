@@ -31,7 +31,8 @@ from starlette.responses import Response
 from concierge import keys, orgs
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant
-from concierge.assistants.runtime import Inbound, Runtime
+from concierge.assistants.events import Inbound
+from concierge.assistants.runtime import Runtime
 from concierge.conversations import store
 from concierge.conversations.store import Conversation
 from concierge.errors import AuthenticationFailed, NotFound, PermissionDenied

@@ -1,0 +1,97 @@
+"""What goes into the reply pipeline and what comes out of it, and the reply in progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from concierge.assistants.prompt import HistoryTurn, Passage
+from concierge.conversations.store import Conversation, Turn
+from concierge.governance.labels import new_produce_id
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One user message for an assistant, from any channel."""
+
+    org_id: int
+    assistant: int | str  # id or name
+    channel: str  # "api", "web", later "whatsapp", ...
+    external_id: str  # the end user's identity on that channel
+    text: str
+    conversation_id: int | None = None  # None: continue the latest on this channel, or start
+    new_conversation: bool = False  # start a new one even if there is a latest
+    history: Sequence[HistoryTurn] | None = None  # the caller's own history (OpenAI door)
+    priority_key: str | None = None  # who waits in the model's fair queue
+    language: str | None = None  # the user's languages (Accept-Language), for notices
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The reply so far is withdrawn and replaced by ``text`` (output moderation); ``answer``
+    is the replacement without the notices before it."""
+
+    text: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class ToolUsed:
+    """A tool call and its result (or failure), as recorded on the turn."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The last event: what was stored."""
+
+    conversation: Conversation
+    user_turn: Turn
+    reply: Turn | None  # None while a human has the conversation
+    citations: list[dict[str, Any]]
+    timings: dict[str, float]
+    label: dict[str, str] | None = None  # the reply's provenance label (AIGC), as delivered
+    delivered: str = ""  # the reply as the user received it (stored masked, per policy)
+
+
+ReplyEvent = Delta | Replaced | ToolUsed | Completed
+
+
+@dataclass
+class Progress:
+    """The reply as it is being produced, stored whatever way the turn ends."""
+
+    text: list[str] = field(default_factory=list)
+    tool_records: list[dict[str, Any]] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)
+    handoff: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: str = "complete"
+    error: str | None = None
+    prefix: str = ""  # notices before the answer: AI disclosure, an explicit label
+    suffix: str = ""  # an explicit label after the answer
+    prefix_sent: bool = False
+    moderation: dict[str, Any] | None = None  # the output check that fired
+    label_id: str = field(default_factory=new_produce_id)
+
+    @property
+    def answer(self) -> str:
+        """What the model (or the platform in its place) said."""
+        return "".join(self.text).strip()
+
+    @property
+    def content(self) -> str:
+        """The reply as delivered: notices, the answer, a closing label."""
+        return self.prefix + self.answer + self.suffix
