@@ -86,10 +86,13 @@ def test_logs_never_carry_personal_data(caplog: pytest.LogCaptureFixture) -> Non
     try:
         logger.warning("user %s wrote from %s", "jane@example.com", "198.51.100.4")
         logger.warning("nothing personal %d", 42)
+        logger.warning("listening on http://%s:8000 and [::1]:8000", "127.0.0.1")
     finally:
         logger.removeHandler(handler)
     assert records[0].getMessage() == "user [EMAIL] wrote from [IP]"
     assert records[1].getMessage() == "nothing personal 42"
+    # Loopback and unspecified addresses point at no one: they stay.
+    assert records[2].getMessage() == "listening on http://127.0.0.1:8000 and [::1]:8000"
 
 
 class MemberIds:

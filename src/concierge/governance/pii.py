@@ -9,7 +9,8 @@ Recognisers, each for one or more entity types:
 - ``card``: payment card numbers: 13-19 digits (spaces or dashes allowed) with a known issuer
   prefix and a valid Luhn check digit;
 - ``iban``: IBANs checked with ``python-stdnum`` (country length and mod-97);
-- ``ip``: IPv4 and IPv6 addresses (parsed by :mod:`ipaddress`);
+- ``ip``: IPv4 and IPv6 addresses (parsed by :mod:`ipaddress`), but loopback and unspecified
+  ones, which point at no one;
 - ``national_id``: US SSN, UK National Insurance number, French NIR, Spanish DNI/NIE, Italian
   codice fiscale, Brazilian CPF, Chinese resident id, Indian Aadhaar, Dutch BSN and German
   tax id, each validated with ``python-stdnum``; the bare-digit ones (BSN, tax id, Aadhaar)
@@ -208,19 +209,27 @@ class IpRecognizer:
             if _VERSION_WORD.search(text[max(0, m.start() - 12) : m.start()]):
                 continue
             try:
-                ipaddress.IPv4Address(m.group())
+                address = ipaddress.IPv4Address(m.group())
             except ValueError:
                 continue
-            yield Span(m.start(), m.end(), "ip", m.group())
+            if _someones(address):
+                yield Span(m.start(), m.end(), "ip", m.group())
         for m in _IPV6.finditer(text):
             value = m.group()
             if value.count(":") < 2 or not any(c.isalnum() for c in value):
                 continue
             try:
-                ipaddress.IPv6Address(value)
+                address6 = ipaddress.IPv6Address(value)
             except ValueError:
                 continue
-            yield Span(m.start(), m.end(), "ip", value)
+            if _someones(address6):
+                yield Span(m.start(), m.end(), "ip", value)
+
+
+def _someones(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback (127.0.0.1, ::1) and unspecified (0.0.0.0, ::) addresses point at no one:
+    "Uvicorn running on http://127.0.0.1:8000" stays readable in the log."""
+    return not (address.is_loopback or address.is_unspecified)
 
 
 @dataclass(frozen=True)
