@@ -131,7 +131,7 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
 }
 
 
-# -- what goes in and what comes out ---------------------------------------------------------
+# -- what a reply works with ---------------------------------------------------------------
 
 
 @dataclass
