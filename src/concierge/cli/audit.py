@@ -12,7 +12,6 @@ from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context, print_table
-from concierge.errors import InvalidRequest
 from concierge.governance import audit
 
 
@@ -21,21 +20,11 @@ def command() -> None:
     """Read and verify the audit log."""
 
 
-def _anchor(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> list[audit.Anchor]:
-    try:
-        return [audit.Anchor.parse(v) for v in values]
-    except InvalidRequest as e:
-        raise click.BadParameter(e.message) from None
-
-
 @command.command("verify")
 @click.option(
     "--anchor",
-    "anchors",
+    "anchor_texts",
     multiple=True,
-    callback=_anchor,
     metavar="SEQ:HASH",
     help="An entry's hash kept outside the database (from `audit head`); repeatable.",
 )
@@ -45,11 +34,11 @@ def _anchor(
     help="A file of anchors, one per line (the first word; `#` starts a comment).",
 )
 @pass_context
-def verify(ctx: Context, anchors: list[audit.Anchor], anchors_file: TextIO | None) -> None:
+def verify(ctx: Context, anchor_texts: tuple[str, ...], anchors_file: TextIO | None) -> None:
     """Check the whole chain. Exits 1 and names the first bad entry if any entry was edited,
-    deleted or reordered, or if an anchored entry no longer holds its anchored hash."""
-    if anchors_file is not None:
-        anchors = [*anchors, *audit.read_anchors(anchors_file)]
+    deleted or reordered, or if an anchored entry no longer holds its anchored hash; a
+    malformed anchor exits 2."""
+    anchors = [*map(audit.Anchor.parse, anchor_texts), *audit.read_anchors(anchors_file or ())]
     with database(ctx.settings()) as db:
         result = db.read_sync(lambda conn: audit.verify(conn, anchors))
     if result.ok:

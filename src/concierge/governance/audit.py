@@ -34,6 +34,7 @@ from concierge.store import aware
 from concierge.store.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _BATCH = 1000
 
 
@@ -114,7 +115,7 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> Entry:
     """Append an entry, in the caller's transaction."""
-    query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+    query = _HEAD
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
     head = conn.execute(query).one_or_none()
@@ -148,9 +149,7 @@ def _new_head(conn: Connection) -> Any:
     if conn.execute(select(audit_log.c.id).limit(1)).first() is not None:
         raise RuntimeError("the audit log has entries but no head: run `concierge audit verify`")
     conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS))
-    return conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-    ).one()
+    return conn.execute(_HEAD).one()
 
 
 def _entry(row: Any) -> Entry:
@@ -239,9 +238,7 @@ def read_anchors(lines: Iterable[str]) -> list[Anchor]:
 
 def head(conn: Connection) -> Anchor | None:
     """The newest entry's number and hash (None: nothing recorded yet)."""
-    row = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-    ).one_or_none()
+    row = conn.execute(_HEAD).one_or_none()
     if row is None or int(row.seq) == 0:
         return None
     return Anchor(int(row.seq), str(row.hash))
@@ -317,8 +314,7 @@ def verify(conn: Connection, anchors: Sequence[Anchor] = ()) -> Verification:
         expected_prev = entry.hash
         expected_seq += 1
         last = entry
-    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1))
-    row = head.one_or_none()
+    row = conn.execute(_HEAD).one_or_none()
     last_seq = last.seq if last else 0
     last_hash = last.hash if last else GENESIS
     if row is None or int(row.seq) != last_seq or row.hash != last_hash:
