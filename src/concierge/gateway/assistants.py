@@ -14,22 +14,17 @@ from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import AssistantIn, AssistantUpdate, RowId
+from concierge.gateway.state import concierge
 from concierge.knowledge import bases
-from concierge.store import Database
 
 router = APIRouter(prefix="/v1/assistants", tags=["Assistants"])
 # Read with gateway.body.parse; their schemas are added to the OpenAPI document.
 BODY_MODELS: list[type[BaseModel]] = [AssistantIn, AssistantUpdate]
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.concierge.db
-    return db
-
-
 def _check(request: Request, conn: Any, org_id: int, config: AssistantConfig) -> None:
     """Models must be served here and knowledge bases must be the organisation's own."""
-    registry = request.app.state.concierge.registry
+    registry = concierge(request).registry
     for model in [config.model, *config.fallback_models]:
         if model is not None:
             registry.route(model)  # NotFound for a model that is not served
@@ -52,19 +47,21 @@ async def create_assistant(request: Request) -> JSON:
         _check(request, conn, key.org_id, config)
         return definitions.create(conn, key.org_id, body.name, config, actor=key.actor)
 
-    made = await _db(request).write(write)
+    made = await concierge(request).db.write(write)
     return JSON(made.to_dict(), status_code=201)
 
 
 @router.get("", summary="List assistants")
 async def list_assistants(request: Request, key: InferenceKey) -> JSON:
-    rows = await _db(request).read(lambda conn: definitions.list_all(conn, key.org_id))
+    rows = await concierge(request).db.read(lambda conn: definitions.list_all(conn, key.org_id))
     return JSON({"object": "list", "data": [a.to_dict() for a in rows]})
 
 
 @router.get("/{assistant}", summary="Retrieve an assistant (by id or name)")
 async def get_assistant(assistant: str, request: Request, key: InferenceKey) -> JSON:
-    found = await _db(request).read(lambda conn: definitions.get(conn, key.org_id, assistant))
+    found = await concierge(request).db.read(
+        lambda conn: definitions.get(conn, key.org_id, assistant)
+    )
     return JSON(found.to_dict())
 
 
@@ -86,12 +83,12 @@ async def update_assistant(assistant: str, request: Request) -> JSON:
         _check(request, conn, key.org_id, updated.config)
         return updated
 
-    return JSON((await _db(request).write(write)).to_dict())
+    return JSON((await concierge(request).db.write(write)).to_dict())
 
 
 @router.delete("/{assistant}", summary="Archive an assistant (its conversations are kept)")
 async def delete_assistant(assistant: str, request: Request, key: InferenceKey) -> JSON:
-    gone = await _db(request).write(
+    gone = await concierge(request).db.write(
         lambda conn: definitions.archive(conn, key.org_id, assistant, actor=key.actor)
     )
     return JSON({"id": gone.id, "object": "assistant.deleted", "deleted": True})
@@ -106,7 +103,7 @@ async def list_versions(assistant: str, request: Request, key: InferenceKey) -> 
             for number, at in definitions.versions(conn, found)
         ]
 
-    return JSON({"object": "list", "data": await _db(request).read(read)})
+    return JSON({"object": "list", "data": await concierge(request).db.read(read)})
 
 
 @router.get("/{assistant}/versions/{version}", summary="One version of an assistant")
@@ -116,4 +113,4 @@ async def get_version(assistant: str, version: RowId, request: Request, key: Inf
         config = definitions.version(conn, found, version)
         return {"object": "assistant.version", "version": version, **config.public()}
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))

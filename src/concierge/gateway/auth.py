@@ -10,6 +10,7 @@ from fastapi.security import HTTPBearer
 
 from concierge import keys
 from concierge.errors import AuthenticationFailed, PermissionDenied
+from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.store import Database
 
@@ -64,8 +65,7 @@ class ApiKeyAuth(HTTPBearer):
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
             )
         secret = credentials.credentials
-        cache: KeyCache = request.app.state.concierge.key_cache
-        key = await cache.lookup(secret)
+        key = await concierge(request).key_cache.lookup(secret)
         if key is None:
             shown = secret[:8] + "…" if len(secret) > 12 else "***"
             raise AuthenticationFailed(f"Incorrect or revoked API key provided: {shown}")

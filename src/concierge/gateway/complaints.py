@@ -21,18 +21,13 @@ from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import MAX_ID, ReportIn, ResolveIn, RowId
+from concierge.gateway.state import concierge
 from concierge.governance import moderation
 from concierge.governance.moderation import Report
-from concierge.store import Database
 
 router = APIRouter(prefix="/v1", tags=["Governance"])
 BODY_MODELS: list[type[BaseModel]] = [ReportIn, ResolveIn]
 WITHDRAWN = "This answer was removed after review."
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.concierge.db
-    return db
 
 
 def report_turn(
@@ -68,7 +63,7 @@ async def report(conversation: RowId, turn: RowId, request: Request) -> JSON:
         found = store.get(conn, key.org_id, conversation)
         return report_turn(conn, found, turn, body, actor=key.actor)
 
-    return JSON((await _db(request).write(write)).to_dict(), status_code=201)
+    return JSON((await concierge(request).db.write(write)).to_dict(), status_code=201)
 
 
 @router.get("/reports", summary="The review queue: reports and moderation flags, oldest first")
@@ -79,7 +74,7 @@ async def list_reports(
     limit: int = Query(50, ge=1, le=200),
     after: int = Query(0, ge=0, le=MAX_ID),
 ) -> JSON:
-    rows, total = await _db(request).read(
+    rows, total = await concierge(request).db.read(
         lambda conn: moderation.queue(
             conn, key.org_id, status=None if status == "all" else status, limit=limit, after=after
         )
@@ -104,7 +99,7 @@ async def get_report(report: RowId, request: Request, key: InferenceKey) -> JSON
         turn = store.get_turn(conn, conversation, found.turn_id)
         return {**found.to_dict(), "turn": turn.to_dict()}
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))
 
 
 @router.post(
@@ -128,4 +123,4 @@ async def resolve(report: RowId, request: Request) -> JSON:
             out["turn"] = store.withdraw(conn, turn, WITHDRAWN, why).to_dict()
         return out
 
-    return JSON(await _db(request).write(write))
+    return JSON(await concierge(request).db.write(write))

@@ -30,7 +30,6 @@ from concierge.assistants.events import (
     ToolUsed,
 )
 from concierge.assistants.prompt import HistoryTurn
-from concierge.assistants.runtime import Runtime
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
@@ -50,25 +49,14 @@ from concierge.gateway.schemas import (
     UserMessage,
     message_text,
 )
+from concierge.gateway.state import concierge
 from concierge.governance import exports
-from concierge.governance.service import Governance
 from concierge.keys import ApiKey
 from concierge.models.base import Usage
-from concierge.store import Database
 
 router = APIRouter(prefix="/v1", tags=["Conversations"])
 BODY_MODELS: list[type[BaseModel]] = [ConversationIn, MessageIn, HumanMessageIn, HandoffIn]
 API_CHANNEL = "api"
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.concierge.db
-    return db
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.concierge.runtime
-    return runtime
 
 
 def sse(name: str, data: Any) -> bytes:
@@ -133,7 +121,7 @@ def _page(rows: list[Any], more: bool) -> dict[str, Any]:
 async def start_conversation(assistant: str, request: Request) -> JSON:
     key = await inference_key(request)
     body = await parse(request, ConversationIn)
-    conversation, opening = await _runtime(request).start_conversation(
+    conversation, opening = await concierge(request).runtime.start_conversation(
         key.org_id, assistant, API_CHANNEL, body.user, request.headers.get("accept-language")
     )
     return JSON(
@@ -168,7 +156,7 @@ async def list_assistant_conversations(
         )
         return _page(rows, more)
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))
 
 
 @router.post(
@@ -188,7 +176,7 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
         conversation_id=conversation,
         language=request.headers.get("accept-language"),
     )
-    events = _runtime(request).reply(inbound)
+    events = concierge(request).runtime.reply(inbound)
     return await respond(
         request, key, "assistants.messages", events, NativeFormat(), stream=body.stream
     )
@@ -208,7 +196,7 @@ async def list_conversations(
 ) -> JSON:
     # The queue is served oldest first (first come, first served); other lists newest first.
     oldest_first = status == "handoff"
-    rows, more = await _db(request).read(
+    rows, more = await concierge(request).db.read(
         lambda conn: store.list_page(
             conn,
             key.org_id,
@@ -224,7 +212,7 @@ async def list_conversations(
 
 @router.get("/conversations/{conversation}", summary="Retrieve a conversation")
 async def get_conversation(conversation: RowId, request: Request, key: InferenceKey) -> JSON:
-    found = await _db(request).read(lambda conn: store.get(conn, key.org_id, conversation))
+    found = await concierge(request).db.read(lambda conn: store.get(conn, key.org_id, conversation))
     return JSON(found.to_dict())
 
 
@@ -240,8 +228,8 @@ async def list_turns(
         found = store.get(conn, key.org_id, conversation)
         return store.list_turns(conn, found, after=after, limit=limit)
 
-    rows, more = await _db(request).read(read)
-    governance: Governance = request.app.state.concierge.governance
+    rows, more = await concierge(request).db.read(read)
+    governance = concierge(request).governance
     page = _page(rows, more)
     for item, turn in zip(page["data"], rows, strict=True):
         made = governance.label(turn.content, turn.governance)
@@ -261,7 +249,7 @@ async def export_conversation(
     key: InferenceKey,
     format: Literal["json", "text", "html"] = "json",
 ) -> Response:
-    governance: Governance = request.app.state.concierge.governance
+    governance = concierge(request).governance
 
     def read(conn: Connection) -> tuple[Conversation, list[Turn], str]:
         found = store.get(conn, key.org_id, conversation)
@@ -276,7 +264,7 @@ async def export_conversation(
         assistant = definitions.get(conn, key.org_id, found.assistant_id, include_archived=True)
         return found, everything, assistant.name
 
-    found, rows, name = await _db(request).read(read)
+    found, rows, name = await concierge(request).db.read(read)
 
     def label(turn: Turn) -> dict[str, str] | None:
         return governance.label(turn.content, turn.governance)
@@ -313,7 +301,7 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
             conn, found, "human", body.content.strip(), author=body.author or key.name
         )
 
-    turn = await _db(request).write(write)
+    turn = await concierge(request).db.write(write)
     return JSON(turn.to_dict(), status_code=201)
 
 
@@ -332,7 +320,7 @@ async def handoff(conversation: RowId, request: Request) -> JSON:
             raise Conflict(f"conversation {conversation} is already with a human")
         return store.set_status(conn, found, "handoff", body.reason or "by an operator")
 
-    return JSON((await _db(request).write(write)).to_dict())
+    return JSON((await concierge(request).db.write(write)).to_dict())
 
 
 @router.post(
@@ -344,7 +332,7 @@ async def handback(conversation: RowId, request: Request, key: InferenceKey) -> 
         found = store.get(conn, key.org_id, conversation)
         return store.set_status(conn, found, "assistant")
 
-    return JSON((await _db(request).write(write)).to_dict())
+    return JSON((await concierge(request).db.write(write)).to_dict())
 
 
 # -- memories ------------------------------------------------------------------------------
@@ -372,7 +360,7 @@ async def list_memories(
         found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
         return [m.to_dict() for m in store.memories_of(conn, key.org_id, found.id, who)]
 
-    return JSON({"object": "list", "data": await _db(request).read(read)})
+    return JSON({"object": "list", "data": await concierge(request).db.read(read)})
 
 
 @router.delete(
@@ -383,7 +371,7 @@ async def delete_memory(assistant: str, memory: RowId, request: Request, key: In
         found = definitions.get(conn, key.org_id, assistant, include_archived=True)
         store.forget_one(conn, key.org_id, found.id, memory)
 
-    await _db(request).write(write)
+    await concierge(request).db.write(write)
     return JSON({"id": memory, "object": "memory.deleted", "deleted": True})
 
 
@@ -399,7 +387,7 @@ async def delete_memories(
         found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
         return store.forget(conn, key.org_id, found.id, who)
 
-    gone = await _db(request).write(write)
+    gone = await concierge(request).db.write(write)
     return JSON({"object": "memory.deleted", "deleted": gone})
 
 
@@ -562,7 +550,7 @@ async def chat_with_assistant(
         priority_key=f"key:{key.id}",
         language=request.headers.get("accept-language"),
     )
-    events = _runtime(request).reply(inbound)
+    events = concierge(request).runtime.reply(inbound)
     return await respond(
         request,
         key,

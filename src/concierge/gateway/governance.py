@@ -32,12 +32,11 @@ from concierge.gateway.schemas import (
     LabelCheckIn,
     RowId,
 )
+from concierge.gateway.state import concierge
 from concierge.governance import audit, consent, labels, media, provenance, retention, subjects
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy
-from concierge.governance.service import Governance
 from concierge.orgs import SLUG_PATTERN
-from concierge.store import Database
 
 admin = APIRouter(prefix="/api", tags=["Governance (admin)"])
 router = APIRouter(tags=["Governance"])
@@ -66,16 +65,6 @@ BODY_MODELS: list[type[BaseModel]] = [
 ]
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.concierge.db
-    return db
-
-
-def _governance(request: Request) -> Governance:
-    governance: Governance = request.app.state.concierge.governance
-    return governance
-
-
 def _org(conn: Connection, slug: str) -> int:
     return orgs.get(conn, slug).id
 
@@ -85,7 +74,9 @@ def _org(conn: Connection, slug: str) -> int:
 
 @admin.get("/orgs/{org}/policy", summary="An organisation's governance policy")
 async def get_policy(org: str, request: Request, _key: AdminKey) -> JSON:
-    return JSON(await _db(request).read(lambda conn: policies.describe(conn, _org(conn, org))))
+    return JSON(
+        await concierge(request).db.read(lambda conn: policies.describe(conn, _org(conn, org)))
+    )
 
 
 @admin.put(
@@ -101,7 +92,7 @@ async def put_policy(org: str, request: Request, key: AdminKey) -> JSON:
         policies.put(conn, org_id, body, actor=key.actor)
         return policies.describe(conn, org_id)
 
-    return JSON(await _db(request).write(write))
+    return JSON(await concierge(request).db.write(write))
 
 
 @admin.patch(
@@ -117,7 +108,7 @@ async def patch_policy(org: str, request: Request, key: AdminKey) -> JSON:
         policies.patch(conn, org_id, body.root, actor=key.actor)
         return policies.describe(conn, org_id)
 
-    return JSON(await _db(request).write(write))
+    return JSON(await concierge(request).db.write(write))
 
 
 # -- the audit log ---------------------------------------------------------------------------
@@ -136,7 +127,7 @@ async def list_audit(
         org_id = _org(conn, org) if org is not None else None
         return audit.entries(conn, org_id=org_id, action=action, after=after, limit=limit)
 
-    rows = await _db(request).read(read)
+    rows = await concierge(request).db.read(read)
     return JSON(
         {
             "object": "list",
@@ -149,7 +140,7 @@ async def list_audit(
 
 @admin.get("/audit/head", summary="The newest entry's number and hash, to keep elsewhere")
 async def audit_head(request: Request, _key: AdminKey) -> JSON:
-    now = await _db(request).read(audit.head)
+    now = await concierge(request).db.read(audit.head)
     return JSON(
         {
             "object": "audit.head",
@@ -170,7 +161,7 @@ async def verify_audit(
     ] = None,
 ) -> JSON:
     anchors = [audit.Anchor.parse(a) for a in anchor or ()]
-    result = await _db(request).read(lambda conn: audit.verify(conn, anchors))
+    result = await concierge(request).db.read(lambda conn: audit.verify(conn, anchors))
     return JSON(
         {
             "object": "audit.verification",
@@ -188,7 +179,7 @@ async def verify_audit(
 
 
 def _label(request: Request) -> subjects.Labeller:
-    governance = _governance(request)
+    governance = concierge(request).governance
 
     def label(turn: Turn) -> dict[str, str] | None:
         return governance.label(turn.content, turn.governance)
@@ -210,7 +201,7 @@ async def export_subject(org: str, request: Request, key: AdminKey) -> JSON:
             conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor, label=label
         )
 
-    return JSON(await _db(request).write(write))
+    return JSON(await concierge(request).db.write(write))
 
 
 @admin.post(
@@ -226,7 +217,7 @@ async def erase_subject(org: str, request: Request, key: AdminKey) -> JSON:
             conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor
         )
 
-    return JSON(await _db(request).write(write))
+    return JSON(await concierge(request).db.write(write))
 
 
 # -- legal holds and retention ---------------------------------------------------------------
@@ -236,7 +227,7 @@ async def erase_subject(org: str, request: Request, key: AdminKey) -> JSON:
 async def list_holds(
     org: str, request: Request, _key: AdminKey, include_released: bool = False
 ) -> JSON:
-    rows = await _db(request).read(
+    rows = await concierge(request).db.read(
         lambda conn: retention.holds(conn, _org(conn, org), active_only=not include_released)
     )
     return JSON({"object": "list", "data": [h.to_dict() for h in rows]})
@@ -267,13 +258,13 @@ async def place_hold(org: str, request: Request, key: AdminKey) -> JSON:
             actor=key.actor,
         )
 
-    made = await _db(request).write(write)
+    made = await concierge(request).db.write(write)
     return JSON({"object": "list", "data": [h.to_dict() for h in made]}, status_code=201)
 
 
 @admin.post("/orgs/{org}/holds/{hold}/release", summary="Release a legal hold (audited)")
 async def release_hold(org: str, hold: RowId, request: Request, key: AdminKey) -> JSON:
-    released = await _db(request).write(
+    released = await concierge(request).db.write(
         lambda conn: retention.release_hold(conn, _org(conn, org), hold, actor=key.actor)
     )
     return JSON(released.to_dict())
@@ -281,13 +272,13 @@ async def release_hold(org: str, hold: RowId, request: Request, key: AdminKey) -
 
 @admin.get("/retention", summary="The retention job: when it last ran and runs next")
 async def retention_state(request: Request, _key: AdminKey) -> JSON:
-    state = await _db(request).read(lambda conn: retention.job_state(conn))
+    state = await concierge(request).db.read(lambda conn: retention.job_state(conn))
     return JSON({"object": "retention.job", **(state or {"job": retention.JOB})})
 
 
 @admin.post("/retention/run", summary="Run the retention purge now")
 async def run_retention(request: Request, key: AdminKey) -> JSON:
-    db = _db(request)
+    db = concierge(request).db
     report = await asyncio.to_thread(retention.purge, db, actor=key.actor)
     return JSON({"object": "retention.run", "removed": report})
 
@@ -309,7 +300,7 @@ async def get_consents(
         policy, _ = policies.get(conn, key.org_id)
         return consent.summary(conn, who.id, policy.consent)
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))
 
 
 @router.post(
@@ -339,7 +330,7 @@ async def post_consent(request: Request) -> JSON:
         )
         return decision.to_dict(current)
 
-    return JSON(await _db(request).write(write), status_code=201)
+    return JSON(await concierge(request).db.write(write), status_code=201)
 
 
 # -- provenance labels -----------------------------------------------------------------------
@@ -347,7 +338,7 @@ async def post_consent(request: Request) -> JSON:
 
 @router.get("/.well-known/aigc-keys", summary="The public keys that sign provenance labels")
 async def label_keys(request: Request) -> JSON:
-    labeller = _governance(request).labeller
+    labeller = concierge(request).governance.labeller
     return JSON({"keys": [labeller.public_jwk()]})
 
 
@@ -365,7 +356,7 @@ async def label_keys(request: Request) -> JSON:
 )
 async def verify_label(request: Request) -> JSON:
     body = await parse(request, LabelCheckIn)
-    labeller = _governance(request).labeller
+    labeller = concierge(request).governance.labeller
     check = labels.verify(body.aigc, body.content, {labeller.kid: labeller.public})
     return JSON({"object": "label.verification", **check.to_dict()})
 
@@ -383,7 +374,7 @@ async def verify_label(request: Request) -> JSON:
     },
 )
 async def verify_file(request: Request) -> JSON:
-    governance = _governance(request)
+    governance = concierge(request).governance
     data = await request.body()
     if not data:
         raise InvalidRequest("send the file as the request body")
@@ -408,7 +399,7 @@ async def verify_file(request: Request) -> JSON:
 )
 async def label_image(request: Request, title: str = Query("image", max_length=200)) -> Response:
     key = await inference_key(request)
-    governance = _governance(request)
+    governance = concierge(request).governance
     data = await request.body()
     if not data:
         raise InvalidRequest("send the image as the request body")

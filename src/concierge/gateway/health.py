@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from concierge.gateway.responses import JSON
+from concierge.gateway.state import concierge
+from concierge.models.base import EmbeddingModel, Model
 
 router = APIRouter(tags=["Operations"])
 
@@ -21,14 +21,18 @@ async def healthz() -> JSON:
 
 @router.get("/readyz", summary="Readiness: database reachable, embedded models loaded")
 async def readyz(request: Request) -> JSON:
-    c: Any = request.app.state.concierge
+    c = concierge(request)
     checks: dict[str, str] = {}
     try:
         await c.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
         checks["database"] = "ok"
     except SQLAlchemyError:
         checks["database"] = "unreachable"
-    for backend in [*c.registry.models.values(), *c.registry.embedding_models.values()]:
+    backends: list[Model | EmbeddingModel] = [
+        *c.registry.models.values(),
+        *c.registry.embedding_models.values(),
+    ]
+    for backend in backends:
         loaded = getattr(backend, "loaded", None)
         if loaded is not None:
             checks[f"model:{backend.model_id}"] = "ok" if loaded else "loading"
@@ -41,5 +45,5 @@ async def readyz(request: Request) -> JSON:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    body = request.app.state.concierge.metrics.render()
+    body = concierge(request).metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

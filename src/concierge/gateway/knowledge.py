@@ -28,6 +28,7 @@ from concierge.gateway.schemas import (
     SearchIn,
     check_text,
 )
+from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents
 from concierge.knowledge.bases import KnowledgeBase
@@ -70,7 +71,7 @@ _DOCUMENTS_BODY = {
 
 
 def _knowledge(request: Request) -> Knowledge:
-    knowledge: Knowledge = request.app.state.concierge.knowledge
+    knowledge = concierge(request).knowledge
     return knowledge
 
 

@@ -30,8 +30,8 @@ from concierge.gateway.conversations import ASSISTANT_PREFIX, chat_with_assistan
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
 from concierge.gateway.responses import AI_HEADERS, JSON, SSE_DONE, EventStream, sse_event
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from concierge.gateway.state import concierge
 from concierge.governance.labels import Labeller
-from concierge.governance.service import Governance
 from concierge.metering import Meter
 from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
 from concierge.models.registry import generate_batches
@@ -73,26 +73,18 @@ class _Reply:
         return self.finish.usage if self.finish else Usage(0, len(self.text) + len(self.calls))
 
 
-def _models(request: Request) -> Any:
-    return request.app.state.concierge.registry
-
-
-def _metering(request: Request) -> Any:
-    return request.app.state.concierge.metering
-
-
 @router.get("/models", summary="List models")
 async def list_models(request: Request, _key: InferenceKey) -> JSON:
     data = [
         {"id": info.id, "object": "model", "created": STARTED, "owned_by": info.owned_by}
-        for info in _models(request).infos()
+        for info in concierge(request).registry.infos()
     ]
     return JSON({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id:path}", summary="Retrieve a model")
 async def retrieve_model(model_id: str, request: Request, _key: InferenceKey) -> JSON:
-    for info in _models(request).infos():
+    for info in concierge(request).registry.infos():
         if info.id == model_id:
             return JSON(
                 {"id": info.id, "object": "model", "created": STARTED, "owned_by": info.owned_by}
@@ -134,11 +126,11 @@ async def _generate(
     *,
     chat: bool,
 ) -> Response:
-    meter: Meter = await _metering(request).begin(key, endpoint, body.model)
+    meter: Meter = await concierge(request).metering.begin(key, endpoint, body.model)
     batches: AsyncGenerator[tuple[Model, list[Event]], None] | None = None
     reply = _Reply(model=body.model)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    governance: Governance = request.app.state.concierge.governance
+    governance = concierge(request).governance
     labeller = _Labelling(governance.labeller, await governance.producer_for(key.org_id), ident)
 
     async def first_batch() -> list[Event]:
@@ -156,7 +148,7 @@ async def _generate(
                 reply.add(event)
 
     try:
-        route = _models(request).route(body.model)
+        route = concierge(request).registry.route(body.model)
         batches = generate_batches(route, body.to_generation(priority_key=f"key:{key.id}"))
         if body.stream:
             # Wait for the first event before answering: a failure up to here (unknown model,
@@ -312,10 +304,10 @@ async def _stream(
 async def embeddings(request: Request) -> JSON:
     key = await inference_key(request)
     body = await parse(request, EmbeddingRequest)
-    meter: Meter = await _metering(request).begin(key, "embeddings", body.model)
-    settings = request.app.state.concierge.settings
+    meter: Meter = await concierge(request).metering.begin(key, "embeddings", body.model)
+    settings = concierge(request).settings
     try:
-        embedder = _models(request).embedder(body.model)
+        embedder = concierge(request).registry.embedder(body.model)
         texts = body.texts
         if len(texts) > settings.embedding_max_inputs:
             raise InvalidRequest(

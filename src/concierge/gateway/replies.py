@@ -22,6 +22,7 @@ from concierge.assistants.events import Completed, Delta, ReplyEvent
 from concierge.errors import ConciergeError
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
 from concierge.gateway.responses import AI_HEADERS, JSON, EventStream
+from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.metering import Meter
 from concierge.models.base import Usage
@@ -62,7 +63,7 @@ async def respond(
     *,
     stream: bool,
 ) -> Response:
-    meter: Meter = await request.app.state.concierge.metering.begin(key, endpoint, None)
+    meter: Meter = await concierge(request).metering.begin(key, endpoint, None)
     completed: Completed | None = None
 
     async def whole() -> Completed:

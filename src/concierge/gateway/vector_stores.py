@@ -27,6 +27,7 @@ from concierge.gateway.schemas import (
     VectorStoreSearchIn,
     VectorStoreUpdate,
 )
+from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents, files
 from concierge.knowledge.bases import KnowledgeBase
@@ -59,7 +60,7 @@ _UPLOAD_BODY = {
 
 
 def _knowledge(request: Request) -> Knowledge:
-    knowledge: Knowledge = request.app.state.concierge.knowledge
+    knowledge = concierge(request).knowledge
     return knowledge
 
 

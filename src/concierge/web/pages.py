@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from concierge import __version__, orgs
 from concierge.assistants import definitions
 from concierge.errors import NotFound
+from concierge.gateway.state import concierge
 from concierge.web.widget import script
 
 router = APIRouter(include_in_schema=False)
@@ -73,8 +74,8 @@ publish one of your assistants with <code>"widget": true</code> and set
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request) -> HTMLResponse:
-    concierge: Any = request.app.state.concierge
-    target = concierge.settings.home_widget
+    server = concierge(request)
+    target = server.settings.home_widget
     found = None
     if target:
         slug, name = target.split("/", 1)
@@ -87,7 +88,7 @@ async def home(request: Request) -> HTMLResponse:
                 return None
             return (org, assistant) if assistant.config.widget else None
 
-        found = await concierge.db.read(read)
+        found = await server.db.read(read)
     if found is None:
         page = _PAGE.format(
             title="Concierge",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 import time
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -42,12 +42,16 @@ from concierge.gateway.conversations import NativeFormat
 from concierge.gateway.replies import respond
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import MAX_ID, ConsentIn, MessageIn, ReportIn, RowId
+from concierge.gateway.state import concierge
 from concierge.governance import consent, moderation
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy, effective, pick_language
 from concierge.keys import ApiKey
 from concierge.store import Database
 from concierge.store.secrets import server_secret
+
+if TYPE_CHECKING:
+    from concierge.app import Concierge
 
 CHANNEL = "web"
 VISITOR_HEADER = "X-Concierge-Visitor"
@@ -89,15 +93,6 @@ class WidgetKeys:
         return key
 
 
-def _state(request: Request) -> Any:
-    return request.app.state.concierge
-
-
-def _db(request: Request) -> Database:
-    db: Database = _state(request).db
-    return db
-
-
 def _published(conn: Connection, request: Request, org: str, name: str) -> Assistant:
     """The assistant, if it is published on the widget for the calling site."""
     missing = NotFound(f"no assistant '{name}' is published on the web widget of '{org}'")
@@ -119,7 +114,7 @@ async def _visitor(request: Request, org_id: int) -> str:
     token = request.headers.get(VISITOR_HEADER, "")
     if not token:
         raise AuthenticationFailed(f"send the visitor token as {VISITOR_HEADER}")
-    signer = await _state(request).widget_signer.get(_db(request))
+    signer = await concierge(request).widget_signer.get(concierge(request).db)
     try:
         data = signer.loads(token, max_age=TOKEN_MAX_AGE)
     except BadSignature:
@@ -152,7 +147,7 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
         found = _published(conn, request, org, assistant)
         return found, _policy(conn, found)
 
-    found, policy = await _db(request).read(read)
+    found, policy = await concierge(request).db.read(read)
     disclosure = policy.disclosure
     return JSON(
         {
@@ -186,8 +181,8 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
 
 @router.post("/{org}/{assistant}/visitors", status_code=201, summary="A new visitor token")
 async def new_visitor(org: str, assistant: str, request: Request) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
-    signer = await _state(request).widget_signer.get(_db(request))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
+    signer = await concierge(request).widget_signer.get(concierge(request).db)
     visitor = "v_" + secrets.token_urlsafe(16)
     token = signer.dumps({"o": found.org_id, "v": visitor})
     return JSON({"object": "widget.visitor", "visitor": visitor, "token": token}, status_code=201)
@@ -195,9 +190,9 @@ async def new_visitor(org: str, assistant: str, request: Request) -> JSON:
 
 @router.post("/{org}/{assistant}/conversations", status_code=201, summary="Start a conversation")
 async def start(org: str, assistant: str, request: Request) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
-    runtime: Runtime = _state(request).runtime
+    runtime: Runtime = concierge(request).runtime
     conversation, opening = await runtime.start_conversation(
         found.org_id, found.id, CHANNEL, visitor, request.headers.get("accept-language")
     )
@@ -214,7 +209,7 @@ async def turns(
     request: Request,
     after: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
 
     def read(conn: Connection) -> dict[str, Any]:
@@ -226,7 +221,7 @@ async def turns(
             "has_more": more,
         }
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))
 
 
 @router.post(
@@ -234,11 +229,11 @@ async def turns(
     summary="Send a message; the reply streams as Server-Sent Events",
 )
 async def send(org: str, assistant: str, conversation: RowId, request: Request) -> Response:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
     body = await parse(request, MessageIn)
-    await _db(request).read(lambda conn: _own(conn, found, visitor, conversation))
-    key = await _state(request).widget_keys.get(_db(request), found.org_id)
+    await concierge(request).db.read(lambda conn: _own(conn, found, visitor, conversation))
+    key = await concierge(request).widget_keys.get(concierge(request).db, found.org_id)
     inbound = Inbound(
         org_id=found.org_id,
         assistant=found.id,
@@ -249,7 +244,7 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
         priority_key=f"visitor:{visitor}",
         language=request.headers.get("accept-language"),
     )
-    runtime: Runtime = _state(request).runtime
+    runtime: Runtime = concierge(request).runtime
     return await respond(
         request, key, "widget.messages", runtime.reply(inbound), NativeFormat(), stream=body.stream
     )
@@ -263,7 +258,7 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
 async def report(
     org: str, assistant: str, conversation: RowId, turn: RowId, request: Request
 ) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
     body = await parse(request, ReportIn)
 
@@ -271,13 +266,13 @@ async def report(
         own = _own(conn, found, visitor, conversation)
         return complaints.report_turn(conn, own, turn, body, actor=f"visitor:{visitor}")
 
-    made = await _db(request).write(write)
+    made = await concierge(request).db.write(write)
     return JSON(made.to_dict(), status_code=201)
 
 
 @router.get("/{org}/{assistant}/consents", summary="The visitor's consent decisions")
 async def consents(org: str, assistant: str, request: Request) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
 
     def read(conn: Connection) -> dict[str, Any]:
@@ -285,12 +280,12 @@ async def consents(org: str, assistant: str, request: Request) -> JSON:
         user = store.peek_end_user(conn, found.org_id, CHANNEL, visitor)
         return consent.summary(conn, user.id if user else 0, policy.consent)
 
-    return JSON(await _db(request).read(read))
+    return JSON(await concierge(request).db.read(read))
 
 
 @router.post("/{org}/{assistant}/consents", status_code=201, summary="Record the visitor's consent")
 async def give_consent(org: str, assistant: str, request: Request) -> JSON:
-    found = await _db(request).read(lambda conn: _published(conn, request, org, assistant))
+    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
     visitor = await _visitor(request, found.org_id)
     body = await parse(request, ConsentIn)
 
@@ -309,17 +304,17 @@ async def give_consent(org: str, assistant: str, request: Request) -> JSON:
         )
         return decision.to_dict(policy.consent.text_versions.get(body.purpose))
 
-    return JSON(await _db(request).write(write), status_code=201)
+    return JSON(await concierge(request).db.write(write), status_code=201)
 
 
 def script() -> bytes:
     return resources.files("concierge.web").joinpath("static/widget.js").read_bytes()
 
 
-def widget_app(concierge: Any) -> FastAPI:
+def widget_app(server: Concierge) -> FastAPI:
     """The widget API as an app of its own, mounted at ``/widget/v1`` (its own CORS rules)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.concierge = concierge
+    app.state.concierge = server
     errors.install(app)
     app.include_router(router)
     app.add_middleware(
