@@ -113,7 +113,11 @@ class Pipeline:
 
 @pytest.fixture
 async def pipeline(
-    tmp_path: Path, db_url: str, models_dir: Path, registry: ModelRegistry
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    db_url: str,
+    models_dir: Path,
+    registry: ModelRegistry,
 ) -> AsyncIterator[Pipeline]:
     holder: dict[str, Pipeline] = {}
 
@@ -127,7 +131,14 @@ async def pipeline(
     model = OpenAIUpstream("big", cfg, UpstreamClient(cfg))
     # The embedded embedders of the session, so knowledge bases embed for real.
     models = ModelRegistry([model], registry.embedding_models.values())
-    settings = make_settings(tmp_path, db_url, models_dir, llm_enabled=False)
+    # The operator's tools in these tests are servers on this machine: an exception the
+    # machine's operator makes (tenants cannot), as for an intranet service. A test marked
+    # ``@pytest.mark.egress(networks)`` sets its own.
+    marker = request.node.get_closest_marker("egress")
+    networks = list(marker.args[0]) if marker else ["127.0.0.1"]
+    settings = make_settings(
+        tmp_path, db_url, models_dir, llm_enabled=False, egress_allowed_networks=networks
+    )
     app = Concierge(settings, registry=models, entry_points=False, preload_models=False)
     await app.startup()
     async with http_client(app) as client:

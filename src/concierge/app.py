@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from concierge import __version__, keys
 from concierge.assistants.runtime import Runtime
 from concierge.config import Settings
+from concierge.egress import Egress, EgressPolicy
 from concierge.gateway import (
     admin,
     assistants,
@@ -79,10 +80,14 @@ class Concierge:
         )
         self.metering = Metering(self.ledger, self.limiter, self.metrics)
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
-        self.knowledge = Knowledge(self.db, self.registry, settings)
+        # Every URL an organisation can point the server at is fetched under this policy.
+        self.egress = Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
+        self.knowledge = Knowledge(self.db, self.registry, settings, self.egress)
         self.governance = Governance(self.db, self.pm, settings)
         self.retention = Scheduler(self.db, settings.retention_interval_seconds)
-        self.runtime = Runtime(self.db, self.registry, self.knowledge, settings, self.governance)
+        self.runtime = Runtime(
+            self.db, self.registry, self.knowledge, settings, self.governance, self.egress
+        )
         self.widget_signer = VisitorSigner()
         self.widget_keys = WidgetKeys(settings.key_cache_seconds)
         self._warmups: list[asyncio.Future[Any]] = []
@@ -120,7 +125,7 @@ class Concierge:
     async def shutdown(self) -> None:
         await self.retention.stop()
         await self.knowledge.close()
-        await self.runtime.close()
+        await self.egress.close()
         for warmup in self._warmups:
             if not warmup.done():
                 await asyncio.wait([warmup], timeout=30)

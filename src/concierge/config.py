@@ -9,6 +9,7 @@ setting, where it came from, and what is wrong. Nothing here runs at import time
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -155,9 +156,10 @@ class Settings(BaseModel):
     fetch_timeout_seconds: float = Field(
         30.0, gt=0, le=600, description="Time limit for fetching a document from a URL."
     )
-    fetch_private_networks: bool = Field(
-        False,
-        description="Let the URL fetcher reach loopback and private addresses (intranet sources).",
+    egress_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) that URLs organisations give may reach although they are "
+        'not public, e.g. ["10.20.0.0/16"] for an intranet; default none (docs/security.md).',
     )
     upstreams: list[UpstreamConfig] = Field(
         default_factory=list, description="OpenAI-compatible upstreams (TOML [[upstreams]])."
@@ -199,6 +201,17 @@ class Settings(BaseModel):
         description="ORG/ASSISTANT whose chat widget the page at / shows; empty: none.",
     )
 
+    @field_validator("egress_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8 or fd00::/8") from None
+        return out
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -233,12 +246,19 @@ def setting_infos() -> Iterator[SettingInfo]:
         )
 
 
-_COMPLEX = {"upstreams", "model_aliases", "model_fallbacks"}
+_COMPLEX = {"upstreams", "model_aliases", "model_fallbacks", "egress_allowed_networks"}
+# Settings that were replaced, and what replaced them (a file naming one gets a useful error).
+RENAMED = {
+    "fetch_private_networks": 'egress_allowed_networks, a list of networks (["10.0.0.0/8"])',
+}
 
 
 def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    for old, new in RENAMED.items():
+        if ENV_PREFIX + old.upper() in env:
+            raise ConfigError(f"{ENV_PREFIX + old.upper()}: {old} is now {new}")
     for name in Settings.model_fields:
         var = ENV_PREFIX + name.upper()
         if var not in env:
@@ -266,6 +286,9 @@ def _from_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(Settings.model_fields))
+    renamed = [f"{old} is now {RENAMED[old]}" for old in unknown if old in RENAMED]
+    if renamed:
+        raise ConfigError(f"{path}: " + "; ".join(renamed))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
     return data

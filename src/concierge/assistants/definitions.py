@@ -25,6 +25,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge import names
+from concierge.egress import normalise_host, origin
 from concierge.errors import Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
 from concierge.governance.policy import AssistantGovernance
@@ -87,12 +88,19 @@ class HttpTool(_Config):
     @model_validator(mode="after")
     def _url(self) -> HttpTool:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        host = normalise_host(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not host:
             raise ValueError("url must be an absolute http or https URL")
-        hosts = [h.lower() for h in self.allowed_hosts] or [parts.hostname.lower()]
-        if parts.hostname.lower() not in hosts:
-            raise ValueError(f"the url's host '{parts.hostname}' is not in allowed_hosts")
-        self.allowed_hosts = hosts
+        hosts = []
+        for given in self.allowed_hosts:
+            normal = normalise_host(f"http://{given}/")
+            if normal is None or "/" in given or "@" in given:
+                raise ValueError(f"allowed_hosts: {given!r} is not a host name")
+            hosts.append(normal)
+        hosts = hosts or [host]
+        if host not in hosts:
+            raise ValueError(f"the url's host '{host}' is not in allowed_hosts")
+        self.allowed_hosts = list(dict.fromkeys(hosts))
         return self
 
 
@@ -149,10 +157,10 @@ class AssistantConfig(_Config):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         out = []
-        for origin in value:
-            parts = urlsplit(origin)
+        for site in value:
+            parts = urlsplit(site)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
-                raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+                raise ValueError(f"{site!r} is not an origin like https://shop.example")
             out.append(f"{parts.scheme}://{parts.netloc.lower()}")
         return out
 
@@ -369,19 +377,32 @@ def update_config(
 
 
 def _keep_secrets(merged: dict[str, Any], current: AssistantConfig) -> None:
-    previous = {t.name: t.headers for t in current.tools}
+    """Put the stored values back where a client sent ``********``, only for a tool that still
+    sends them where they were set: the same origin (scheme, host, port) as its url then. A
+    secret is never carried to a new destination by a request that does not know it."""
+    previous = {t.name: t for t in current.tools}
     for tool in merged.get("tools") or []:
         if not isinstance(tool, dict) or not isinstance(tool.get("headers"), dict):
             continue
-        old = previous.get(str(tool.get("name")), {})
+        name = str(tool.get("name"))
+        old = previous.get(name)
         for header, value in list(tool["headers"].items()):
-            if value == MASK:
-                if header not in old:
-                    raise InvalidRequest(
-                        f"tool '{tool.get('name')}': header '{header}' has no stored value to keep",
-                        param="tools",
-                    )
-                tool["headers"][header] = old[header]
+            if value != MASK:
+                continue
+            if old is None or header not in old.headers:
+                raise InvalidRequest(
+                    f"tool '{name}': header '{header}' has no stored value to keep",
+                    param="tools",
+                )
+            now = origin(str(tool.get("url", ""))) if isinstance(tool.get("url"), str) else None
+            if now != origin(old.url):
+                raise InvalidRequest(
+                    f"tool '{name}': header '{header}' was set for {origin(old.url)}; its url "
+                    f"now points to {now or 'somewhere else'}, so send the header's value again "
+                    "(stored secrets are only sent where they were set)",
+                    param="tools",
+                )
+            tool["headers"][header] = old.headers[header]
 
 
 def version(conn: Connection, assistant: Assistant, number: int) -> AssistantConfig:

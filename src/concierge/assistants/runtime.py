@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import anyio
 from sqlalchemy import Connection
 
@@ -62,6 +61,7 @@ from concierge.assistants.tools import ToolResult, call_http_tool, parse_argumen
 from concierge.config import Settings
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
+from concierge.egress import Egress
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, ServiceUnavailable
 from concierge.governance import consent, moderation
 from concierge.governance import policy as governance_policy
@@ -172,25 +172,14 @@ class Runtime:
         knowledge: Knowledge,
         settings: Settings,
         governance: Governance,
+        egress: Egress,
     ) -> None:
         self.db = db
         self.registry = registry
         self.knowledge = knowledge
         self.settings = settings
         self.governance = governance
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60)
-            )
-        return self._session
+        self.egress = egress  # operators' HTTP tools connect under the egress policy
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -587,7 +576,7 @@ class Runtime:
         http_tool = next((t for t in config.tools if t.name == call.name), None)
         if http_tool is not None:
             return await call_http_tool(
-                http_tool, call.arguments, self._http(), seconds_left=seconds_left
+                http_tool, call.arguments, self.egress.session(), seconds_left=seconds_left
             )
         spec = BUILTIN_SPECS.get(call.name)
         if spec is None or call.name not in config.builtin_tools:

@@ -1,12 +1,15 @@
 """Calling an operator's HTTP tool on the model's behalf.
 
 The model proposes a call (a tool name and JSON arguments); this module checks the arguments
-against the tool's JSON Schema, makes the request with the tool's secret headers, within its
-timeout and the turn's remaining tool time, to the tool's allowed hosts only (a redirect
-elsewhere is refused), reads at most :data:`MAX_RESPONSE_BYTES`, and returns a
-:class:`ToolResult` either way. A failure is a result too: the model is told what went wrong
-and answers anyway, and the turn records it. Header values never appear in a result, an error
-or a log line.
+against the tool's JSON Schema, makes the request within its timeout and the turn's remaining
+tool time, to the tool's allowed hosts only (a redirect elsewhere is refused), through the
+server's egress policy (no private or metadata addresses, :mod:`concierge.egress`), reads at
+most :data:`MAX_RESPONSE_BYTES`, and returns a :class:`ToolResult` either way. A failure is a
+result too: the model is told what went wrong and answers anyway, and the turn records it.
+
+The tool's secret headers go only to the origin (scheme, host, port) of its ``url``: not to
+another allowed host a redirect leads to, never over a downgraded scheme. Header values never
+appear in a result, an error or a log line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import aiohttp
 from jsonschema import Draft202012Validator
 
 from concierge.assistants.definitions import HttpTool
+from concierge.egress import normalise_host, origin, refused
 
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
@@ -102,27 +106,24 @@ async def call_http_tool(
     )
     if timeout <= 0:
         return _failure(tool, arguments, "no tool time left in this turn", started)
-    headers = {
-        "User-Agent": USER_AGENT,
-        "Accept": "application/json, text/plain;q=0.9",
-        **tool.headers,
-    }
+    plain = {"User-Agent": USER_AGENT, "Accept": "application/json, text/plain;q=0.9"}
+    secret_origin = origin(tool.url)
     send_query = tool.method in ("GET", "DELETE")
     url = tool.url
     try:
         async with asyncio.timeout(timeout):
             for _ in range(MAX_REDIRECTS + 1):
-                host = (urlsplit(url).hostname or "").lower()
+                host = normalise_host(url)
                 if host not in tool.allowed_hosts or urlsplit(url).scheme not in ("http", "https"):
-                    return _failure(
-                        tool, arguments, f"{host or url} is not an allowed host", started
-                    )
+                    shown = host or urlsplit(url).hostname or url
+                    return _failure(tool, arguments, f"{shown} is not an allowed host", started)
+                secrets = tool.headers if origin(url) == secret_origin else {}
                 async with session.request(
                     tool.method,
                     url,
                     params=_query(arguments) if send_query else None,
                     json=None if send_query else arguments,
-                    headers=headers,
+                    headers={**plain, **secrets},
                     allow_redirects=False,
                 ) as response:
                     if (
@@ -162,7 +163,10 @@ async def call_http_tool(
             return _failure(tool, arguments, "too many redirects", started)
     except TimeoutError:
         return _failure(tool, arguments, f"no answer within {timeout:g} s", started)
-    except aiohttp.ClientConnectorError:
-        return _failure(tool, arguments, f"could not connect to {urlsplit(url).hostname}", started)
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        policy = refused(exc)
+        if policy is not None:
+            return _failure(tool, arguments, policy.message, started)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return _failure(tool, arguments, f"could not connect to {normalise_host(url)}", started)
         return _failure(tool, arguments, f"the request failed ({type(exc).__name__})", started)

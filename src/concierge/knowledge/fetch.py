@@ -1,25 +1,22 @@
 """Documents fetched from URLs, for ingestion.
 
 Only ``http`` and ``https``; redirects followed (at most five); the body read up to the
-configured size limit and no further; the content type taken from the response. By default
-the fetcher refuses to connect to loopback, private, link-local and other non-public
-addresses (checked on the addresses it actually connects to, so DNS tricks do not get round
-it): a knowledge base API must not become a way into the server's own network. Operators who
-ingest from an intranet switch that off with ``fetch_private_networks``.
+configured size limit and no further; the content type taken from the response. Every
+connection, redirect hops included, goes through the server's egress policy
+(:mod:`concierge.egress`): a knowledge base API must not become a way into the server's own
+network. Operators who ingest from an intranet list its networks in
+``egress_allowed_networks``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
+from concierge.egress import Egress, normalise_host, refused
 from concierge.errors import DocumentTooLarge, InvalidDocument
 
 MAX_REDIRECTS = 5
@@ -31,29 +28,6 @@ class Fetched:
     data: bytes
     content_type: str | None
     filename: str | None
-
-
-class _PublicOnly(AbstractResolver):
-    """Resolves like aiohttp's default resolver, then refuses non-public addresses."""
-
-    def __init__(self) -> None:
-        self._resolver = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        for result in results:
-            if not ipaddress.ip_address(result["host"]).is_global:
-                raise _Refused(f"{host} resolves to a non-public address ({result['host']})")
-        return results
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
-class _Refused(OSError):
-    pass
 
 
 def _filename(url: str, disposition: str | None) -> str | None:
@@ -68,35 +42,23 @@ def _filename(url: str, disposition: str | None) -> str | None:
 
 async def fetch(
     url: str,
+    egress: Egress,
     *,
     max_bytes: int,
     timeout: float = 30.0,  # noqa: ASYNC109 (aiohttp's own timeouts, per phase)
-    private_networks: bool = False,
 ) -> Fetched:
     """GET ``url``; :class:`InvalidDocument` (or a subclass) on any failure, with the reason."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not normalise_host(url):
         raise InvalidDocument(f"not an http(s) URL: {url!r}", param="url")
-    if not private_networks:
-        try:
-            literal = ipaddress.ip_address(parts.hostname)
-        except ValueError:
-            literal = None
-        if literal is not None and not literal.is_global:
-            raise InvalidDocument(
-                f"fetching {url} refused: {parts.hostname} is not a public address", param="url"
-            )
-    connector = aiohttp.TCPConnector(resolver=None if private_networks else _PublicOnly())
     limits = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
     try:
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=limits) as session,
-            session.get(
-                url,
-                max_redirects=MAX_REDIRECTS,
-                headers={"User-Agent": "Concierge-knowledge-fetcher/1"},
-            ) as response,
-        ):
+        async with egress.session().get(
+            url,
+            max_redirects=MAX_REDIRECTS,
+            headers={"User-Agent": "Concierge-knowledge-fetcher/1"},
+            timeout=limits,
+        ) as response:
             if response.status >= 400:
                 reason = f"HTTP {response.status} {response.reason or ''}".strip()
                 raise InvalidDocument(f"fetching {url} failed: {reason}", param="url")
@@ -126,8 +88,14 @@ async def fetch(
         raise InvalidDocument(
             f"fetching {url} failed: no complete answer within {timeout:g} s", param="url"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
-        reason = str(exc.os_error if isinstance(exc.os_error, _Refused) else exc.strerror)
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        policy = refused(exc)
+        if policy is not None:
+            raise InvalidDocument(f"fetching {url} {policy.message}", param="url") from None
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.strerror or type(exc).__name__
+        elif isinstance(exc, aiohttp.ClientError | OSError):
+            reason = str(exc) or type(exc).__name__
+        else:
+            reason = "the URL is not valid"
         raise InvalidDocument(f"fetching {url} failed: {reason}", param="url") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise InvalidDocument(f"fetching {url} failed: {exc}", param="url") from None

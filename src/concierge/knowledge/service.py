@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from concierge.config import Settings
+from concierge.egress import Egress, EgressPolicy
 from concierge.errors import ConciergeError
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
@@ -34,10 +35,20 @@ RETRY_SECONDS = (5.0, 30.0, 120.0)  # after a failed background run (an embedder
 
 
 class Knowledge:
-    def __init__(self, db: Database, registry: ModelRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: ModelRegistry,
+        settings: Settings,
+        egress: Egress | None = None,
+    ) -> None:
+        """``egress``: the server's outbound sessions (URL fetches); by default one of its
+        own under the settings' policy, closed with this object."""
         self.db = db
         self.registry = registry
         self.settings = settings
+        self._owns_egress = egress is None
+        self.egress = egress or Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
         self.index = SearchIndex(db)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
@@ -97,9 +108,9 @@ class Knowledge:
         try:
             got = await fetch(
                 url,
+                self.egress,
                 max_bytes=self.settings.knowledge_max_document_bytes,
                 timeout=self.settings.fetch_timeout_seconds,
-                private_networks=self.settings.fetch_private_networks,
             )
         except InvalidDocument as exc:
             return Source(external_id or url, source=url, error=exc)
@@ -183,6 +194,8 @@ class Knowledge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_egress:
+            await self.egress.close()
 
     # -- search ----------------------------------------------------------------------------
 
