@@ -401,7 +401,7 @@ async def test_unknown_and_foreign_conversations_are_404(pipeline: Pipeline) -> 
     # Another organisation sees none of it.
     assert (await pipeline.client.post("/api/orgs", json={"slug": "other"})).status_code == 201
     key = await pipeline.client.post(
-        "/api/keys", json={"org": "other", "name": "k", "scopes": ["inference"]}
+        "/api/keys", json={"org": "other", "name": "k", "scopes": ["inference", "inbox"]}
     )
     async with http_client(pipeline.app, key.json()["key"]) as stranger:
         assert_openai_error(await stranger.get(f"/v1/conversations/{cid}"), 404)

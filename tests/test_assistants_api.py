@@ -133,9 +133,7 @@ async def test_organisations_never_see_each_others_assistants(
 ) -> None:
     mine = await create(client, tools=[LOOKUP])
     assert (await client.post("/api/orgs", json={"slug": "globex"})).status_code == 201
-    made = await client.post(
-        "/api/keys", json={"org": "globex", "name": "app", "scopes": ["inference"]}
-    )
+    made = await client.post("/api/keys", json={"org": "globex", "name": "op", "scopes": ["admin"]})
     kb = (await client.post("/v1/knowledge_bases", json={"name": "acme-only"})).json()
     async with http_client(concierge, made.json()["key"]) as other:
         assert (await other.get("/v1/assistants")).json()["data"] == []

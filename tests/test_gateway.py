@@ -427,7 +427,7 @@ async def test_openapi_documents_bodies_keys_and_errors_as_served(client: AsyncC
     body_ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert body_ref == "#/components/schemas/ChatCompletionRequest"
     assert "messages" in spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
-    assert chat["security"] == [{"APIKey": []}]
+    assert chat["security"] == [{"APIKey": ["inference"]}]  # the scope it needs
     assert spec["components"]["securitySchemes"]["APIKey"]["scheme"] == "bearer"
     error_ref = chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref == "#/components/schemas/Error"

@@ -42,7 +42,7 @@ def test_validation(db: Database) -> None:
 
 def test_bootstrap_generates_one_admin_key_once(db: Database) -> None:
     first = db.write_sync(lambda c: keys.bootstrap_admin(c, None))
-    assert first is not None and first.key.scopes == {"admin"}
+    assert first is not None and first.key.scopes == {"platform"}
     assert db.write_sync(lambda c: keys.bootstrap_admin(c, None)) is None  # printed only once
 
 

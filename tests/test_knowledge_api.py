@@ -546,7 +546,7 @@ async def test_one_organisation_never_reaches_another_through_any_endpoint(
 
     assert (await client.post("/api/orgs", json={"slug": "globex"})).status_code == 201
     made = await client.post(
-        "/api/keys", json={"org": "globex", "name": "app", "scopes": ["inference"]}
+        "/api/keys", json={"org": "globex", "name": "app", "scopes": ["inference", "knowledge"]}
     )
     async with http_client(concierge, made.json()["key"]) as other:
         theirs = (await other.post("/v1/knowledge_bases", json={"name": "private"})).json()

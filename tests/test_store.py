@@ -270,6 +270,49 @@ def test_upgrade_from_empty_downgrade_and_again(empty_url: str) -> None:
     db.close()
 
 
+def test_key_scopes_are_migrated_to_what_each_key_was_for(empty_url: str) -> None:
+    db = Database(empty_url, pooled=False)
+    migrate.upgrade(db, "0006")
+    now = datetime.now(UTC).isoformat()
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO organizations (id, slug, name, created_at) VALUES (:i, :s, :s, :t)"),
+            [{"i": 1, "s": "default", "t": now}, {"i": 2, "s": "acme", "t": now}],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, org_id, name, prefix, key_hash, scopes, created_at) "
+                "VALUES (:i, :o, 'k', 'p', :h, :s, :t)"
+            ),
+            [
+                {"i": i, "o": org, "h": f"h{i}", "s": scopes, "t": now}
+                for i, org, scopes in [
+                    (1, 1, "admin"),
+                    (2, 2, "admin"),
+                    (3, 2, "inference"),
+                    (4, 2, "widget"),
+                    (5, 1, "admin,inference"),
+                ]
+            ],
+        )
+    migrate.upgrade(db)
+
+    def scopes() -> dict[int, str]:
+        with db.engine.connect() as conn:
+            return dict(conn.execute(text("SELECT id, scopes FROM api_keys ORDER BY id")).all())
+
+    assert scopes() == {
+        1: "platform",  # ran the installation
+        2: "admin",  # now of its own organisation only
+        3: "inference,knowledge",  # keeps its knowledge, loses assistants and the queues
+        4: "widget",
+        5: "inference,knowledge,platform",
+    }
+    migrate.downgrade(db, "0006")
+    assert scopes() == {1: "admin", 2: "admin", 3: "inference", 4: "widget", 5: "admin,inference"}
+    db.close()
+
+
 def _record(request_id: str) -> UsageRecord:
     return UsageRecord(
         request_id, datetime.now(UTC), None, None, "chat.completions", "m", 1, 2, 3.0, 200

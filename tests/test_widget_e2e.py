@@ -199,7 +199,7 @@ async def _acme_key(server: LiveServer) -> str:
         base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     ) as admin:
         made = await admin.post(
-            "/api/keys", json={"org": "acme", "name": "operator", "scopes": ["inference"]}
+            "/api/keys", json={"org": "acme", "name": "operator", "scopes": ["inbox"]}
         )
         assert made.status_code == 201, made.text
         return str(made.json()["key"])

@@ -3,6 +3,19 @@
 A key looks like ``sk-cc-<43 url-safe characters>`` (256 random bits), so a fast hash is the
 right store: there is nothing to brute-force. The first 12 characters are kept as a prefix to
 tell keys apart in listings.
+
+Scopes (``docs/api.md`` lists the routes of each); a key acts in its own organisation only,
+except a ``platform`` key, which may name another (``OpenAI-Organization``):
+
+    platform    the whole installation: organisations, keys anywhere, the retention job, the
+    │           audit chain; and everything ``admin`` may, in any organisation
+    └── admin   one organisation: its assistants, governance policy, keys, usage, audit
+        │       entries, data subjects and legal holds; and everything below
+        ├── inference   models, completions, embeddings; talking to assistants; end users'
+        │               conversations, consents, memories and reports; reading knowledge
+        ├── knowledge   creating, changing and deleting knowledge bases, files, vector stores
+        └── inbox       the organisation's people: the human queue, replies, the review queue
+    widget      nothing on the API: the key the public web widget is metered under
 """
 
 from __future__ import annotations
@@ -22,8 +35,21 @@ from concierge.store import aware, id_is
 from concierge.store.tables import api_keys, organizations
 
 KEY_PREFIX = "sk-cc-"
-SCOPES = frozenset({"admin", "inference", "widget"})
+SCOPES = frozenset({"platform", "admin", "inference", "knowledge", "inbox", "widget"})
+# What each scope includes besides itself.
+IMPLIES: dict[str, frozenset[str]] = {
+    "platform": frozenset({"admin", "inference", "knowledge", "inbox"}),
+    "admin": frozenset({"inference", "knowledge", "inbox"}),
+}
 DISPLAY_PREFIX_LENGTH = 12
+
+
+def expand(scopes: frozenset[str]) -> frozenset[str]:
+    """``scopes`` with everything they include."""
+    out = set(scopes)
+    for scope in scopes:
+        out |= IMPLIES.get(scope, frozenset())
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -57,7 +83,18 @@ class ApiKey:
         return f"key:{self.id}:{self.name}"
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return scope in expand(self.scopes)
+
+    @property
+    def is_platform(self) -> bool:
+        return "platform" in self.scopes
+
+    def may_grant(self, scopes: frozenset[str]) -> bool:
+        """Whether this key may make a key with ``scopes``: an organisation's admin makes any
+        key but a platform one; only a platform key makes those."""
+        if self.is_platform:
+            return True
+        return "admin" in self.scopes and "platform" not in scopes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,6 +219,9 @@ def get(conn: Connection, key_id: int) -> ApiKey:
 
 
 def list_keys(conn: Connection, org_slug: str | None = None) -> list[ApiKey]:
+    """Every key, or one organisation's (an unknown organisation is NotFound)."""
+    if org_slug is not None:
+        orgs.get(conn, org_slug)
     query = _select().order_by(api_keys.c.id)
     if org_slug is not None:
         query = query.where(organizations.c.slug == org_slug)
@@ -223,7 +263,7 @@ def bootstrap_admin(conn: Connection, configured_secret: str | None) -> NewKey |
             conn,
             org.slug,
             "admin (CONCIERGE_ADMIN_KEY)",
-            frozenset({"admin"}),
+            frozenset({"platform"}),
             secret=configured_secret,
             actor="system:bootstrap",
         )
@@ -234,7 +274,7 @@ def bootstrap_admin(conn: Connection, configured_secret: str | None) -> NewKey |
         conn,
         org.slug,
         "admin (generated at first start)",
-        frozenset({"admin"}),
+        frozenset({"platform"}),
         actor="system:bootstrap",
     )
 

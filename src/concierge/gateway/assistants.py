@@ -1,4 +1,4 @@
-"""/v1/assistants: define, version and retire assistants."""
+"""/v1/assistants: define, version and retire assistants (``admin``; reading: ``inference``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant, AssistantConfig
 from concierge.errors import NotFound
-from concierge.gateway.auth import InferenceKey, inference_key
+from concierge.gateway.auth import AdminKey, InferenceKey, admin_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import AssistantIn, AssistantUpdate, RowId
@@ -36,10 +36,13 @@ def _check(request: Request, conn: Any, org_id: int, config: AssistantConfig) ->
 
 
 @router.post(
-    "", status_code=201, summary="Create an assistant", openapi_extra=json_body(AssistantIn)
+    "",
+    status_code=201,
+    summary="Create an assistant",
+    openapi_extra=json_body(AssistantIn, "admin"),
 )
 async def create_assistant(request: Request) -> JSON:
-    key = await inference_key(request)
+    key = await admin_key(request)
     body = await parse(request, AssistantIn)
     config = definitions.parse_config(body.model_dump(exclude={"name"}))
 
@@ -68,10 +71,10 @@ async def get_assistant(assistant: str, request: Request, key: InferenceKey) -> 
 @router.patch(
     "/{assistant}",
     summary="Change an assistant (writes a new version)",
-    openapi_extra=json_body(AssistantUpdate),
+    openapi_extra=json_body(AssistantUpdate, "admin"),
 )
 async def update_assistant(assistant: str, request: Request) -> JSON:
-    key = await inference_key(request)
+    key = await admin_key(request)
     body = await parse(request, AssistantUpdate)
     changes = body.model_dump(exclude_unset=True)
     name = changes.pop("name", None)
@@ -87,7 +90,7 @@ async def update_assistant(assistant: str, request: Request) -> JSON:
 
 
 @router.delete("/{assistant}", summary="Archive an assistant (its conversations are kept)")
-async def delete_assistant(assistant: str, request: Request, key: InferenceKey) -> JSON:
+async def delete_assistant(assistant: str, request: Request, key: AdminKey) -> JSON:
     gone = await concierge(request).db.write(
         lambda conn: definitions.archive(conn, key.org_id, assistant, actor=key.actor)
     )

@@ -34,14 +34,18 @@ async def parse(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from None
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_body(model: type[BaseModel], *scopes: str) -> dict[str, Any]:
     """The ``openapi_extra`` of a route whose body is ``model``, read with :func:`parse`, and
-    which checks the API key itself (``await inference_key(request)``)."""
+    which checks the API key itself (``await inference_key(request)``) for one of ``scopes``
+    (default ``inference``; ``json_body(model, "public")`` for a route without a key)."""
+    scopes = scopes or ("inference",)
     schema = {"$ref": REF.format(model=model.__name__)}
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-        "security": [{"APIKey": []}],
+    extra: dict[str, Any] = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}
     }
+    if scopes != ("public",):
+        extra["security"] = [{"APIKey": [scope]} for scope in scopes]
+    return extra
 
 
 def add_schemas(document: dict[str, Any], models: list[type[BaseModel]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from concierge.conversations import store
 from concierge.conversations.store import Conversation
 from concierge.errors import InvalidRequest
-from concierge.gateway.auth import InferenceKey, inference_key
+from concierge.gateway.auth import InboxKey, inbox_key, inference_key
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import MAX_ID, ReportIn, ResolveIn, RowId
@@ -69,7 +69,7 @@ async def report(conversation: RowId, turn: RowId, request: Request) -> JSON:
 @router.get("/reports", summary="The review queue: reports and moderation flags, oldest first")
 async def list_reports(
     request: Request,
-    key: InferenceKey,
+    key: InboxKey,
     status: Literal["open", "resolved", "all"] = "open",
     limit: int = Query(50, ge=1, le=200),
     after: int = Query(0, ge=0, le=MAX_ID),
@@ -92,7 +92,7 @@ async def list_reports(
 
 
 @router.get("/reports/{report}", summary="One report, with the answer it is about")
-async def get_report(report: RowId, request: Request, key: InferenceKey) -> JSON:
+async def get_report(report: RowId, request: Request, key: InboxKey) -> JSON:
     def read(conn: Connection) -> dict[str, Any]:
         found = moderation.get(conn, key.org_id, report)
         conversation = store.get(conn, key.org_id, found.conversation_id)
@@ -105,10 +105,10 @@ async def get_report(report: RowId, request: Request, key: InferenceKey) -> JSON
 @router.post(
     "/reports/{report}/resolve",
     summary="Resolve a report (content_removed also withdraws the answer)",
-    openapi_extra=json_body(ResolveIn),
+    openapi_extra=json_body(ResolveIn, "inbox"),
 )
 async def resolve(report: RowId, request: Request) -> JSON:
-    key = await inference_key(request)
+    key = await inbox_key(request)
     body = await parse(request, ResolveIn)
 
     def write(conn: Connection) -> dict[str, Any]:

@@ -33,7 +33,15 @@ from concierge.assistants.prompt import HistoryTurn
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
-from concierge.gateway.auth import InferenceKey, inference_key
+from concierge.gateway.auth import (
+    InboxKey,
+    InferenceKey,
+    ReaderKey,
+    also,
+    inbox_key,
+    inference_key,
+    reader_key,
+)
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.replies import respond
 from concierge.gateway.responses import JSON, SSE_DONE, sse_event
@@ -188,7 +196,7 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
 @router.get("/conversations", summary="Conversations; status=handoff is the human queue")
 async def list_conversations(
     request: Request,
-    key: InferenceKey,
+    key: InboxKey,
     status: Literal["assistant", "handoff", "human"] | None = None,
     assistant: int | None = Query(None, ge=0, le=MAX_ID),
     limit: int = Query(20, ge=1, le=100),
@@ -210,17 +218,23 @@ async def list_conversations(
     return JSON(_page(rows, more))
 
 
-@router.get("/conversations/{conversation}", summary="Retrieve a conversation")
-async def get_conversation(conversation: RowId, request: Request, key: InferenceKey) -> JSON:
+@router.get(
+    "/conversations/{conversation}", summary="Retrieve a conversation", openapi_extra=also("inbox")
+)
+async def get_conversation(conversation: RowId, request: Request, key: ReaderKey) -> JSON:
     found = await concierge(request).db.read(lambda conn: store.get(conn, key.org_id, conversation))
     return JSON(found.to_dict())
 
 
-@router.get("/conversations/{conversation}/turns", summary="A conversation's turns, oldest first")
+@router.get(
+    "/conversations/{conversation}/turns",
+    summary="A conversation's turns, oldest first",
+    openapi_extra=also("inbox"),
+)
 async def list_turns(
     conversation: RowId,
     request: Request,
-    key: InferenceKey,
+    key: ReaderKey,
     limit: int = Query(100, ge=1, le=500),
     after: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> JSON:
@@ -242,11 +256,12 @@ async def list_turns(
     "/conversations/{conversation}/export",
     summary="Export a conversation with its provenance labels (JSON, text or HTML)",
     response_model=None,
+    openapi_extra=also("inbox"),
 )
 async def export_conversation(
     conversation: RowId,
     request: Request,
-    key: InferenceKey,
+    key: ReaderKey,
     format: Literal["json", "text", "html"] = "json",
 ) -> Response:
     governance = concierge(request).governance
@@ -287,10 +302,10 @@ async def export_conversation(
     "/conversations/{conversation}/human_messages",
     status_code=201,
     summary="Reply as a human operator (takes the conversation from the assistant)",
-    openapi_extra=json_body(HumanMessageIn),
+    openapi_extra=json_body(HumanMessageIn, "inbox"),
 )
 async def human_message(conversation: RowId, request: Request) -> JSON:
-    key = await inference_key(request)
+    key = await inbox_key(request)
     body = await parse(request, HumanMessageIn)
 
     def write(conn: Connection) -> Turn:
@@ -308,10 +323,10 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
 @router.post(
     "/conversations/{conversation}/handoff",
     summary="Put a conversation in the human queue",
-    openapi_extra=json_body(HandoffIn),
+    openapi_extra=json_body(HandoffIn, "inference", "inbox"),
 )
 async def handoff(conversation: RowId, request: Request) -> JSON:
-    key = await inference_key(request)
+    key = await reader_key(request)
     body = await parse(request, HandoffIn)
 
     def write(conn: Connection) -> Conversation:
@@ -327,7 +342,7 @@ async def handoff(conversation: RowId, request: Request) -> JSON:
     "/conversations/{conversation}/handback",
     summary="Give the conversation back to the assistant",
 )
-async def handback(conversation: RowId, request: Request, key: InferenceKey) -> JSON:
+async def handback(conversation: RowId, request: Request, key: InboxKey) -> JSON:
     def write(conn: Connection) -> Conversation:
         found = store.get(conn, key.org_id, conversation)
         return store.set_status(conn, found, "assistant")

@@ -1,10 +1,11 @@
 """Governance over HTTP.
 
-Platform administration (``admin`` scope, under ``/api``): each organisation's policy, the
-audit log and its verification, data subjects' export and erasure, legal holds, the retention
-purge. An organisation's own keys (``/v1``): end users' consent. Public: the label keys
-(``/.well-known/aigc-keys``) and label verification (``POST /v1/labels/verify``), so anyone
-holding generated content can check where it came from.
+Administration, under ``/api``: an organisation's policy, its audit entries, its data
+subjects' export and erasure and its legal holds (``admin``, of that organisation); the audit
+chain's head and verification and the retention purge (``platform``: they span every
+organisation). An organisation's own keys (``/v1``, ``inference``): end users' consent.
+Public: the label keys (``/.well-known/aigc-keys``) and label verification
+(``POST /v1/labels/verify``), so anyone holding generated content can check where it came from.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from concierge import orgs
 from concierge.conversations import store
 from concierge.conversations.store import Turn
 from concierge.errors import InvalidRequest, NotFound
-from concierge.gateway.auth import AdminKey, InferenceKey, inference_key
+from concierge.gateway.auth import (
+    AdminKey,
+    PlatformKey,
+    ReaderKey,
+    admin_key,
+    also,
+    inference_key,
+    manages,
+)
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import AI_HEADERS, JSON
 from concierge.gateway.schemas import (
@@ -36,6 +45,7 @@ from concierge.gateway.state import concierge
 from concierge.governance import audit, consent, labels, media, provenance, retention, subjects
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy
+from concierge.keys import ApiKey
 from concierge.orgs import SLUG_PATTERN
 
 admin = APIRouter(prefix="/api", tags=["Governance (admin)"])
@@ -65,7 +75,9 @@ BODY_MODELS: list[type[BaseModel]] = [
 ]
 
 
-def _org(conn: Connection, slug: str) -> int:
+def _org(conn: Connection, slug: str, key: ApiKey) -> int:
+    """The organisation ``slug``, which ``key`` must administer."""
+    manages(key, slug)
     return orgs.get(conn, slug).id
 
 
@@ -73,22 +85,23 @@ def _org(conn: Connection, slug: str) -> int:
 
 
 @admin.get("/orgs/{org}/policy", summary="An organisation's governance policy")
-async def get_policy(org: str, request: Request, _key: AdminKey) -> JSON:
+async def get_policy(org: str, request: Request, key: AdminKey) -> JSON:
     return JSON(
-        await concierge(request).db.read(lambda conn: policies.describe(conn, _org(conn, org)))
+        await concierge(request).db.read(lambda conn: policies.describe(conn, _org(conn, org, key)))
     )
 
 
 @admin.put(
     "/orgs/{org}/policy",
     summary="Replace an organisation's governance policy (audited)",
-    openapi_extra=json_body(OrgPolicy),
+    openapi_extra=json_body(OrgPolicy, "admin"),
 )
-async def put_policy(org: str, request: Request, key: AdminKey) -> JSON:
+async def put_policy(org: str, request: Request) -> JSON:
+    key = await admin_key(request)
     body = await parse(request, OrgPolicy)
 
     def write(conn: Connection) -> dict[str, Any]:
-        org_id = _org(conn, org)
+        org_id = _org(conn, org, key)
         policies.put(conn, org_id, body, actor=key.actor)
         return policies.describe(conn, org_id)
 
@@ -98,13 +111,14 @@ async def put_policy(org: str, request: Request, key: AdminKey) -> JSON:
 @admin.patch(
     "/orgs/{org}/policy",
     summary="Change part of an organisation's governance policy (audited)",
-    openapi_extra=json_body(PolicyPatch),
+    openapi_extra=json_body(PolicyPatch, "admin"),
 )
-async def patch_policy(org: str, request: Request, key: AdminKey) -> JSON:
+async def patch_policy(org: str, request: Request) -> JSON:
+    key = await admin_key(request)
     body = await parse(request, PolicyPatch)
 
     def write(conn: Connection) -> dict[str, Any]:
-        org_id = _org(conn, org)
+        org_id = _org(conn, org, key)
         policies.patch(conn, org_id, body.root, actor=key.actor)
         return policies.describe(conn, org_id)
 
@@ -117,14 +131,16 @@ async def patch_policy(org: str, request: Request, key: AdminKey) -> JSON:
 @admin.get("/audit", summary="Audit log entries, oldest first")
 async def list_audit(
     request: Request,
-    _key: AdminKey,
+    key: AdminKey,
     org: str | None = Query(None, pattern=SLUG_PATTERN.pattern),
     action: str | None = Query(None, max_length=64),
     after: int = Query(0, ge=0, le=MAX_ID, description="Entries after this sequence number."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> JSON:
     def read(conn: Connection) -> list[audit.Entry]:
-        org_id = _org(conn, org) if org is not None else None
+        # An organisation's admin reads its own entries; the platform's, anyone's or all.
+        slug = org if org is not None or key.is_platform else key.org_slug
+        org_id = _org(conn, slug, key) if slug is not None else None
         return audit.entries(conn, org_id=org_id, action=action, after=after, limit=limit)
 
     rows = await concierge(request).db.read(read)
@@ -139,7 +155,7 @@ async def list_audit(
 
 
 @admin.get("/audit/head", summary="The newest entry's number and hash, to keep elsewhere")
-async def audit_head(request: Request, _key: AdminKey) -> JSON:
+async def audit_head(request: Request, _key: PlatformKey) -> JSON:
     now = await concierge(request).db.read(audit.head)
     return JSON(
         {
@@ -154,7 +170,7 @@ async def audit_head(request: Request, _key: AdminKey) -> JSON:
 @admin.get("/audit/verify", summary="Check the audit log's hash chain")
 async def verify_audit(
     request: Request,
-    _key: AdminKey,
+    _key: PlatformKey,
     anchor: Annotated[
         list[str] | None,
         Query(max_length=1000, description="SEQ:HASH copies of the head kept elsewhere."),
@@ -190,15 +206,21 @@ def _label(request: Request) -> subjects.Labeller:
 @admin.post(
     "/orgs/{org}/subjects/export",
     summary="Everything stored about a data subject, as JSON (GDPR Art. 15, 20; audited)",
-    openapi_extra=json_body(SubjectIn),
+    openapi_extra=json_body(SubjectIn, "admin"),
 )
-async def export_subject(org: str, request: Request, key: AdminKey) -> JSON:
+async def export_subject(org: str, request: Request) -> JSON:
+    key = await admin_key(request)
     body = await parse(request, SubjectIn)
     label = _label(request)
 
     def write(conn: Connection) -> dict[str, Any]:
         return subjects.export(
-            conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor, label=label
+            conn,
+            _org(conn, org, key),
+            body.subject,
+            channel=body.channel,
+            actor=key.actor,
+            label=label,
         )
 
     return JSON(await concierge(request).db.write(write))
@@ -207,14 +229,15 @@ async def export_subject(org: str, request: Request, key: AdminKey) -> JSON:
 @admin.post(
     "/orgs/{org}/subjects/erase",
     summary="Erase a data subject and return the receipt (GDPR Art. 17; audited)",
-    openapi_extra=json_body(SubjectIn),
+    openapi_extra=json_body(SubjectIn, "admin"),
 )
-async def erase_subject(org: str, request: Request, key: AdminKey) -> JSON:
+async def erase_subject(org: str, request: Request) -> JSON:
+    key = await admin_key(request)
     body = await parse(request, SubjectIn)
 
     def write(conn: Connection) -> dict[str, Any]:
         return subjects.erase(
-            conn, _org(conn, org), body.subject, channel=body.channel, actor=key.actor
+            conn, _org(conn, org, key), body.subject, channel=body.channel, actor=key.actor
         )
 
     return JSON(await concierge(request).db.write(write))
@@ -225,10 +248,10 @@ async def erase_subject(org: str, request: Request, key: AdminKey) -> JSON:
 
 @admin.get("/orgs/{org}/holds", summary="An organisation's legal holds")
 async def list_holds(
-    org: str, request: Request, _key: AdminKey, include_released: bool = False
+    org: str, request: Request, key: AdminKey, include_released: bool = False
 ) -> JSON:
     rows = await concierge(request).db.read(
-        lambda conn: retention.holds(conn, _org(conn, org), active_only=not include_released)
+        lambda conn: retention.holds(conn, _org(conn, org, key), active_only=not include_released)
     )
     return JSON({"object": "list", "data": [h.to_dict() for h in rows]})
 
@@ -237,13 +260,14 @@ async def list_holds(
     "/orgs/{org}/holds",
     status_code=201,
     summary="Place a legal hold on a subject or a conversation (audited)",
-    openapi_extra=json_body(HoldIn),
+    openapi_extra=json_body(HoldIn, "admin"),
 )
-async def place_hold(org: str, request: Request, key: AdminKey) -> JSON:
+async def place_hold(org: str, request: Request) -> JSON:
+    key = await admin_key(request)
     body = await parse(request, HoldIn)
 
     def write(conn: Connection) -> list[retention.Hold]:
-        org_id = _org(conn, org)
+        org_id = _org(conn, org, key)
         users = None
         if body.subject is not None:
             users = [u.id for u in store.end_users_named(conn, org_id, body.subject)]
@@ -265,19 +289,19 @@ async def place_hold(org: str, request: Request, key: AdminKey) -> JSON:
 @admin.post("/orgs/{org}/holds/{hold}/release", summary="Release a legal hold (audited)")
 async def release_hold(org: str, hold: RowId, request: Request, key: AdminKey) -> JSON:
     released = await concierge(request).db.write(
-        lambda conn: retention.release_hold(conn, _org(conn, org), hold, actor=key.actor)
+        lambda conn: retention.release_hold(conn, _org(conn, org, key), hold, actor=key.actor)
     )
     return JSON(released.to_dict())
 
 
 @admin.get("/retention", summary="The retention job: when it last ran and runs next")
-async def retention_state(request: Request, _key: AdminKey) -> JSON:
+async def retention_state(request: Request, _key: PlatformKey) -> JSON:
     state = await concierge(request).db.read(lambda conn: retention.job_state(conn))
     return JSON({"object": "retention.job", **(state or {"job": retention.JOB})})
 
 
 @admin.post("/retention/run", summary="Run the retention purge now")
-async def run_retention(request: Request, key: AdminKey) -> JSON:
+async def run_retention(request: Request, key: PlatformKey) -> JSON:
     db = concierge(request).db
     report = await asyncio.to_thread(retention.purge, db, actor=key.actor)
     return JSON({"object": "retention.run", "removed": report})
@@ -286,10 +310,14 @@ async def run_retention(request: Request, key: AdminKey) -> JSON:
 # -- consent ---------------------------------------------------------------------------------
 
 
-@router.get("/v1/consents", summary="An end user's consent: current answers and history")
+@router.get(
+    "/v1/consents",
+    summary="An end user's consent: current answers and history",
+    openapi_extra=also("inbox"),
+)
 async def get_consents(
     request: Request,
-    key: InferenceKey,
+    key: ReaderKey,
     user: str = Query(..., min_length=1, max_length=256, description="The end user's id."),
     channel: str = Query("api", max_length=32),
 ) -> JSON:
@@ -393,7 +421,8 @@ async def verify_file(request: Request) -> JSON:
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
+        "security": [{"APIKey": ["inference"]}],
     },
     response_model=None,
 )

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from concierge.errors import InvalidRequest, NotFound, UnsupportedDocumentType
-from concierge.gateway.auth import InferenceKey
+from concierge.gateway.auth import InferenceKey, KnowledgeKey
 from concierge.gateway.body import parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import (
@@ -86,7 +86,7 @@ async def _described(request: Request, kb: KnowledgeBase) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, summary="Create a knowledge base")
-async def create_kb(body: KnowledgeBaseIn, request: Request, key: InferenceKey) -> JSON:
+async def create_kb(body: KnowledgeBaseIn, request: Request, key: KnowledgeKey) -> JSON:
     options = body.model_dump(exclude_none=True, exclude={"name"})
     kb = await _knowledge(request).create(key.org_id, body.name, **options)
     return JSON(await _described(request, kb), status_code=201)
@@ -105,7 +105,7 @@ async def get_kb(kb: str, request: Request, key: InferenceKey) -> JSON:
 
 @router.patch("/{kb}", summary="Rename a knowledge base or change its description or metadata")
 async def update_kb(
-    kb: str, body: KnowledgeBaseUpdate, request: Request, key: InferenceKey
+    kb: str, body: KnowledgeBaseUpdate, request: Request, key: KnowledgeKey
 ) -> JSON:
     found = await _kb(request, key, kb)
     updated = await _knowledge(request).db.write(
@@ -122,7 +122,7 @@ async def update_kb(
 
 
 @router.delete("/{kb}", summary="Delete a knowledge base, its documents and chunks")
-async def delete_kb(kb: str, request: Request, key: InferenceKey) -> JSON:
+async def delete_kb(kb: str, request: Request, key: KnowledgeKey) -> JSON:
     found = await _kb(request, key, kb)
     await _knowledge(request).db.write(lambda conn: bases.delete_kb(conn, key.org_id, found.id))
     return JSON({"id": found.id, "object": "knowledge_base.deleted", "deleted": True})
@@ -137,7 +137,7 @@ async def delete_kb(kb: str, request: Request, key: InferenceKey) -> JSON:
     summary="Add or replace documents (files, text or URLs); returns the ingestion job",
     openapi_extra=_DOCUMENTS_BODY,
 )
-async def add_documents(kb: str, request: Request, key: InferenceKey) -> JSON:
+async def add_documents(kb: str, request: Request, key: KnowledgeKey) -> JSON:
     found = await _kb(request, key, kb)
     knowledge = _knowledge(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -262,7 +262,7 @@ async def get_document(
 
 
 @router.delete("/{kb}/documents/{document_id}", summary="Delete a document (and its chunks)")
-async def delete_document(kb: str, document_id: RowId, request: Request, key: InferenceKey) -> JSON:
+async def delete_document(kb: str, document_id: RowId, request: Request, key: KnowledgeKey) -> JSON:
     found = await _kb(request, key, kb)
     gone = await _knowledge(request).db.write(
         lambda conn: documents.delete(conn, found, document_id)

@@ -321,7 +321,9 @@ class OrganizationIn(_Strict):
 class KeyIn(_Strict):
     org: Slug = Field(description="Slug of the key's organisation.")
     name: Name
-    scopes: list[Literal["admin", "inference"]] = Field(default=["inference"], min_length=1)
+    scopes: list[Literal["platform", "admin", "inference", "knowledge", "inbox", "widget"]] = Field(
+        default=["inference"], min_length=1, max_length=6
+    )
     requests_per_minute: int | None = Field(None, ge=1, le=10**9)
     tokens_per_minute: int | None = Field(None, ge=1, le=10**12)
     tokens_per_day: int | None = Field(None, ge=1, le=10**15)

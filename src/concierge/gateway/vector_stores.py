@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
 from concierge.errors import InvalidRequest, NotFound
-from concierge.gateway.auth import InferenceKey
+from concierge.gateway.auth import InferenceKey, KnowledgeKey
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import (
     ChunkingStrategy,
@@ -85,7 +85,7 @@ def _ts(value: Any) -> int:
 
 
 @router.post("/files", tags=["Files (OpenAI)"], summary="Upload a file", openapi_extra=_UPLOAD_BODY)
-async def upload_file(request: Request, key: InferenceKey) -> JSON:
+async def upload_file(request: Request, key: KnowledgeKey) -> JSON:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "multipart/form-data":
         raise InvalidRequest("upload the file as multipart/form-data", param="file")
@@ -132,7 +132,7 @@ async def file_content(file_id: str, request: Request, key: InferenceKey) -> Any
 
 
 @router.delete("/files/{file_id}", tags=["Files (OpenAI)"], summary="Delete a file")
-async def delete_file(file_id: str, request: Request, key: InferenceKey) -> JSON:
+async def delete_file(file_id: str, request: Request, key: KnowledgeKey) -> JSON:
     gone = await _knowledge(request).db.write(lambda conn: files.delete(conn, key.org_id, file_id))
     return JSON({"id": gone.id, "object": "file", "deleted": True})
 
@@ -258,7 +258,7 @@ async def _add_files(
 
 
 @router.post("/vector_stores", tags=["Vector stores (OpenAI)"], summary="Create a vector store")
-async def create_store(body: VectorStoreIn, request: Request, key: InferenceKey) -> JSON:
+async def create_store(body: VectorStoreIn, request: Request, key: KnowledgeKey) -> JSON:
     import secrets
 
     name = body.name or f"vector-store-{secrets.token_hex(4)}"
@@ -312,7 +312,7 @@ async def get_store(vector_store_id: str, request: Request, key: InferenceKey) -
     summary="Modify a vector store",
 )
 async def modify_store(
-    vector_store_id: str, body: VectorStoreUpdate, request: Request, key: InferenceKey
+    vector_store_id: str, body: VectorStoreUpdate, request: Request, key: KnowledgeKey
 ) -> JSON:
     kb = await _store(request, key, vector_store_id)
     updated = await _knowledge(request).db.write(
@@ -328,7 +328,7 @@ async def modify_store(
     tags=["Vector stores (OpenAI)"],
     summary="Delete a vector store",
 )
-async def delete_store(vector_store_id: str, request: Request, key: InferenceKey) -> JSON:
+async def delete_store(vector_store_id: str, request: Request, key: KnowledgeKey) -> JSON:
     kb = await _store(request, key, vector_store_id)
     await _knowledge(request).db.write(lambda conn: bases.delete_kb(conn, key.org_id, kb.id))
     return JSON({"id": vector_store_id, "object": "vector_store.deleted", "deleted": True})
@@ -343,7 +343,7 @@ async def delete_store(vector_store_id: str, request: Request, key: InferenceKey
     summary="Add a file to a vector store",
 )
 async def add_store_file(
-    vector_store_id: str, body: VectorStoreFileIn, request: Request, key: InferenceKey
+    vector_store_id: str, body: VectorStoreFileIn, request: Request, key: KnowledgeKey
 ) -> JSON:
     kb = await _store(request, key, vector_store_id)
     await _add_files(request, key, kb, [body.file_id], body.attributes)
@@ -399,7 +399,7 @@ async def get_store_file(
     summary="Remove a file from a vector store",
 )
 async def delete_store_file(
-    vector_store_id: str, file_id: str, request: Request, key: InferenceKey
+    vector_store_id: str, file_id: str, request: Request, key: KnowledgeKey
 ) -> JSON:
     kb = await _store(request, key, vector_store_id)
     await _knowledge(request).db.write(lambda conn: documents.delete(conn, kb, file_id))
@@ -446,7 +446,7 @@ async def _batch(request: Request, key: ApiKey, kb: KnowledgeBase, batch_id: str
     summary="Add several files to a vector store",
 )
 async def create_batch(
-    vector_store_id: str, body: VectorStoreFileBatchIn, request: Request, key: InferenceKey
+    vector_store_id: str, body: VectorStoreFileBatchIn, request: Request, key: KnowledgeKey
 ) -> JSON:
     kb = await _store(request, key, vector_store_id)
     job = await _add_files(request, key, kb, body.file_ids, body.attributes)

@@ -1,0 +1,69 @@
+"""Hardening: API key scopes split by what they may change.
+
+Before, ``admin`` reached every organisation and ``inference`` could rewrite assistants,
+tools and knowledge. Existing keys keep what they were made for and lose what they should never
+have had:
+
+- an ``admin`` key of the ``default`` organisation (the bootstrap key and any made like it:
+  they ran the installation) becomes ``platform``;
+- an ``admin`` key of any other organisation stays ``admin``, now of that organisation only;
+- an ``inference`` key becomes ``inference,knowledge`` (it keeps managing the knowledge bases,
+  files and vector stores its application uploads), and no longer changes assistants, the
+  human queue or the review queue (``admin`` and ``inbox`` do);
+- ``widget`` keys are unchanged.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+_keys = sa.table(
+    "api_keys", sa.column("id", sa.Integer), sa.column("org_id"), sa.column("scopes", sa.String)
+)
+_orgs = sa.table("organizations", sa.column("id", sa.Integer), sa.column("slug", sa.String))
+
+
+def _migrated(scopes: set[str], default_org: bool) -> set[str]:
+    out = set(scopes)
+    if "admin" in out and default_org:
+        out = (out - {"admin"}) | {"platform"}
+    if "inference" in out:
+        out.add("knowledge")
+    return out
+
+
+def _restored(scopes: set[str]) -> set[str]:
+    out = set(scopes) - {"knowledge", "inbox"}
+    if "platform" in out:
+        out = (out - {"platform"}) | {"admin"}
+    return out or {"inference"}
+
+
+def _rewrite(change: object) -> None:
+    conn = op.get_bind()
+    default = conn.execute(sa.select(_orgs.c.id).where(_orgs.c.slug == "default")).scalar()
+    for row in conn.execute(sa.select(_keys.c.id, _keys.c.org_id, _keys.c.scopes)).all():
+        before = set(str(row.scopes).split(","))
+        after = change(before, row.org_id == default)  # type: ignore[operator]
+        if after != before:
+            conn.execute(
+                sa.update(_keys).where(_keys.c.id == row.id).values(scopes=",".join(sorted(after)))
+            )
+
+
+def upgrade() -> None:
+    _rewrite(_migrated)
+
+
+def downgrade() -> None:
+    _rewrite(lambda scopes, _default: _restored(scopes))
