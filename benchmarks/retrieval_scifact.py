@@ -333,6 +333,8 @@ async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             }
             print(f"[{kind}] scale: {result['scale']}", flush=True)
     finally:
+        if "knowledge" in locals():
+            await knowledge.close()
         await registry.aclose()
         db.close()
         drop()

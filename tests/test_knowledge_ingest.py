@@ -23,6 +23,7 @@ from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.ingest import Ingestor, Source, get_job
 from concierge.knowledge.parsers import iter_jsonl
+from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.service import ingest_now
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
@@ -53,9 +54,11 @@ def kb(db: Database, org_ids: tuple[int, int]) -> KnowledgeBase:
 
 
 @pytest.fixture
-def ingestor(db: Database, registry: ModelRegistry) -> Ingestor:
+def ingestor(db: Database, registry: ModelRegistry) -> Iterator[Ingestor]:
     embedder = registry.embedder(EMBEDDER)
-    return Ingestor(db, embedder, count_tokens=embedder.count_tokens, max_bytes=100_000)
+    sandbox = Sandbox(Limits(max_document_bytes=100_000))
+    yield Ingestor(db, embedder, count_tokens=embedder.count_tokens, sandbox=sandbox)
+    sandbox.close()
 
 
 def doc_rows(db: Database, kb_id: int) -> dict[str, Any]:
@@ -217,6 +220,7 @@ from pathlib import Path
 from concierge.knowledge import bases
 from concierge.knowledge.ingest import Ingestor, Source
 from concierge.knowledge.parsers import iter_jsonl
+from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.models.minilm import MiniLMEmbeddings
 from concierge.models.assets import minilm_dir
 from concierge.store import Database
@@ -225,7 +229,10 @@ url, models, kb_id, org_id, path = sys.argv[1:6]
 db = Database(url)
 embedder = MiniLMEmbeddings("all-minilm-l6-v2", lambda: minilm_dir(Path(models)))
 kb = db.read_sync(lambda conn: bases.get(conn, int(org_id), int(kb_id)))
-ingestor = Ingestor(db, embedder, count_tokens=embedder.count_tokens, batch_documents=4)
+sandbox = Sandbox(Limits())
+ingestor = Ingestor(
+    db, embedder, count_tokens=embedder.count_tokens, sandbox=sandbox, batch_documents=4
+)
 records = list(iter_jsonl(Path(path).read_bytes()))
 print("staging", flush=True)
 asyncio.run(ingestor.ingest(kb, [Source(r.external_id, record=r) for r in records]))

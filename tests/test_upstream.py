@@ -388,7 +388,8 @@ async def test_closed_port_gives_up_with_502() -> None:
         (404, {"error": {"message": "no such model"}}, 502, "upstream_error"),
         (429, {"error": {"message": "slow down"}}, 429, "rate_limit_error"),
         (500, {"error": {"message": "boom"}}, 502, "upstream_error"),
-        (503, "not json at all", 502, "upstream_error"),
+        (502, "not json at all", 502, "upstream_error"),
+        (503, "not json at all", 503, "service_unavailable"),  # overloaded: come back later
     ],
 )
 async def test_upstream_errors_are_mapped(
@@ -408,7 +409,7 @@ async def test_upstream_errors_are_mapped(
             error = response.json()["error"]
             assert error["type"] == expected_type
             assert "upstream-secret" not in response.text
-            if status == 429:
+            if status in (429, 503):
                 assert response.headers["retry-after"] == "7"
             if status == 400:
                 assert error["message"] == "bad things in your request"

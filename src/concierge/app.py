@@ -35,6 +35,7 @@ from concierge.gateway import (
     vector_stores,
 )
 from concierge.gateway.auth import KeyCache
+from concierge.gateway.bounds import Bounds
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.governance.pii import install_log_redaction
 from concierge.governance.retention import Scheduler
@@ -71,7 +72,7 @@ class Concierge:
         self.db = Database(settings.resolved_database_url)
         self._owns_registry = registry is None
         self.registry = registry or ModelRegistry.from_plugins(self.pm, settings)
-        self.metrics = Metrics(self.registry.queue_depth)
+        self.metrics = Metrics(self.registry.queue_depth, self.registry.queue_stats)
         self.ledger = UsageLedger(self.db, settings.usage_flush_seconds)
         self.limiter: Limiter = (
             RedisLimiter(self._usage_since, settings.redis_url)
@@ -79,6 +80,7 @@ class Concierge:
             else MemoryLimiter(self._usage_since)
         )
         self.metering = Metering(self.ledger, self.limiter, self.metrics)
+        self.bounds = Bounds.from_settings(settings)  # the work one request may ask for
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         # Every URL an organisation can point the server at is fetched under this policy.
         self.egress = Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
@@ -200,7 +202,9 @@ def announce_admin_key(secret: str) -> None:
     print(
         f"\n{bar}\n  Concierge created an admin API key. It is shown only this once:\n\n"
         f"    {secret}\n\n  Keep it safe: store it in a password manager or as "
-        f"CONCIERGE_API_KEY.\n{bar}\n",
+        f"CONCIERGE_API_KEY.\n  It administers every organisation; to act in one (the demo's "
+        f"is 'acme'), send\n  the header OpenAI-Organization: acme (openai clients: "
+        f"organization='acme').\n{bar}\n",
         file=sys.stdout,
         flush=True,
     )

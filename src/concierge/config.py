@@ -102,6 +102,29 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    max_messages: int = Field(
+        2048, ge=1, le=100_000, description="Most messages in one chat completion request."
+    )
+    max_input_characters: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Most characters of text in one model request (messages, prompt, tool "
+        "definitions; all inputs of an embeddings request), checked before any work.",
+    )
+    max_schema_bytes: int = Field(
+        65_536,
+        ge=256,
+        description="Largest JSON Schema (response_format, each tool's parameters), as JSON.",
+    )
+    max_schema_depth: int = Field(
+        16, ge=2, le=200, description="Deepest nesting of objects and lists in a JSON Schema."
+    )
+    max_schema_choices: int = Field(
+        256,
+        ge=1,
+        description="Most enum values, consts and anyOf/oneOf branches in one request's "
+        "schemas (each costs the embedded model's constrained sampling time).",
+    )
     llm_enabled: bool = Field(True, description="Serve the embedded llama.cpp model.")
     llm_model_name: str = Field("gemma-3-270m", description="Model id of the embedded LLM.")
     llm_model_path: Path | None = Field(
@@ -114,6 +137,22 @@ class Settings(BaseModel):
         None, ge=1, le=256, description="CPU threads for the embedded LLM; default all cores."
     )
     llm_batch_size: int = Field(512, ge=8, le=8192, description="Prompt batch size (n_batch).")
+    llm_max_queue: int = Field(
+        16, ge=1, le=10_000, description="Requests that may wait for the embedded LLM (then 503)."
+    )
+    llm_max_queue_per_key: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Requests one key (or widget visitor) may have waiting (then 429).",
+    )
+    llm_max_queue_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Longest a request waits for its turn on the embedded LLM, expected or "
+        "actual (then 503 with Retry-After).",
+    )
     llm_chat_template: str | None = Field(
         None, description="Jinja chat template overriding the one in the GGUF metadata."
     )
@@ -138,6 +177,17 @@ class Settings(BaseModel):
     )
     knowledge_max_document_bytes: int = Field(
         50 * 1024 * 1024, ge=1024, description="Largest document accepted for ingestion, in bytes."
+    )
+    knowledge_parse_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest one document may take to parse (then stopped)."
+    )
+    knowledge_parse_max_memory_mb: int = Field(
+        1024, ge=128, le=1_048_576, description="Memory a document's parser process may use, MB."
+    )
+    knowledge_max_expanded_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="What an archive (DOCX) may hold uncompressed, checked before it is opened.",
     )
     knowledge_batch_documents: int = Field(
         64, ge=1, le=10000, description="Documents chunked, embedded and written per transaction."

@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from concierge.models.admission import WAIT_BUCKETS, QueueStats
 
 LATENCY_BUCKETS = (
     0.001,
@@ -28,21 +35,54 @@ LATENCY_BUCKETS = (
 )
 
 
-class _QueueDepth(Collector):
-    def __init__(self, source: Callable[[], dict[str, int]]) -> None:
-        self.source = source
+class _Queues(Collector):
+    """The model backends' queues: depth now, time waited, requests turned away."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def __init__(
+        self,
+        depth: Callable[[], dict[str, int]],
+        stats: Callable[[], dict[str, QueueStats]],
+    ) -> None:
+        self.depth = depth
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "concierge_model_queue_depth", "Requests waiting for a model backend", labels=["model"]
         )
-        for model, depth in self.source().items():
+        for model, depth in self.depth().items():
             family.add_metric([model], depth)
         yield family
+        waits = HistogramMetricFamily(
+            "concierge_model_queue_wait_seconds",
+            "Time requests waited for their turn on a model backend",
+            labels=["model"],
+        )
+        rejected = CounterMetricFamily(
+            "concierge_model_queue_rejected",
+            "Requests turned away at a model's queue (per_key: 429; queue_full, "
+            "expected_wait, waited_too_long: 503)",
+            labels=["model", "reason"],
+        )
+        for model, stats in self.stats().items():
+            buckets, total, refused = stats.snapshot()
+            cumulative, running = [], 0
+            for bound, count in zip([*WAIT_BUCKETS, float("inf")], buckets, strict=True):
+                running += count
+                cumulative.append((str(bound) if bound != float("inf") else "+Inf", running))
+            waits.add_metric([model], cumulative, total)
+            for reason, count in sorted(refused.items()):
+                rejected.add_metric([model, reason], count)
+        yield waits
+        yield rejected
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        queue_depth: Callable[[], dict[str, int]],
+        queue_stats: Callable[[], dict[str, QueueStats]] = dict,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "concierge_requests",
@@ -70,7 +110,7 @@ class Metrics:
             ["model", "kind"],
             registry=self.registry,
         )
-        self.registry.register(_QueueDepth(queue_depth))
+        self.registry.register(_Queues(queue_depth, queue_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,13 +18,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from concierge import names
+from concierge import names, regex
 from concierge.egress import normalise_host, origin
 from concierge.errors import Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
@@ -78,9 +77,11 @@ class HttpTool(_Config):
     @classmethod
     def _a_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            Draft202012Validator.check_schema(value)
+            regex.check_schema(value)
         except SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        except regex.PatternError as exc:
+            raise ValueError(f"a pattern in the schema {exc}") from None
         if value.get("type") != "object":
             raise ValueError('the arguments schema must have "type": "object"')
         return value

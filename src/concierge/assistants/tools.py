@@ -22,10 +22,10 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from jsonschema import Draft202012Validator
 
 from concierge.assistants.definitions import HttpTool
 from concierge.egress import normalise_host, origin, refused
+from concierge.regex import PatternError, SchemaValidator
 
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
@@ -65,7 +65,10 @@ def parse_arguments(tool_name: str, schema: dict[str, Any], raw: str) -> dict[st
         return f"the arguments are not valid JSON ({exc.msg})"
     if not isinstance(arguments, dict):
         return "the arguments must be a JSON object"
-    error = next(iter(Draft202012Validator(schema).iter_errors(arguments)), None)
+    try:
+        error = next(iter(SchemaValidator(schema).iter_errors(arguments)), None)
+    except PatternError as exc:  # a schema stored before its patterns were checked for RE2
+        return f"{tool_name}'s schema cannot be checked: {exc}"
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         return f"the arguments do not match {tool_name}'s schema at {where}: {error.message}"

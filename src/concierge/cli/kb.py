@@ -52,10 +52,12 @@ def open_knowledge(ctx: Context) -> Iterator[Knowledge]:
     settings = ctx.settings()
     db = Database(settings.resolved_database_url)
     registry = ModelRegistry.from_plugins(plugin_manager(), settings)
+    knowledge = Knowledge(db, registry, settings)
     try:
         migrate.upgrade(db)
-        yield Knowledge(db, registry, settings)
+        yield knowledge
     finally:
+        knowledge.sandbox.close()  # the document parser processes
         asyncio.run(registry.aclose())
         db.close()
 

@@ -104,6 +104,7 @@ BODY_MODELS: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, 
 async def chat_completions(request: Request) -> Response:
     key = await inference_key(request)
     body = await parse(request, ChatCompletionRequest)
+    concierge(request).bounds.chat(body)
     if body.model.startswith(ASSISTANT_PREFIX):
         return await chat_with_assistant(request, key, body)
     return await _generate(request, key, "chat.completions", body, chat=True)
@@ -115,6 +116,7 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     key = await inference_key(request)
     body = await parse(request, CompletionRequest)
+    concierge(request).bounds.completion(body)
     return await _generate(request, key, "completions", body, chat=False)
 
 
@@ -301,20 +303,14 @@ async def _stream(
 
 
 @router.post("/embeddings", summary="Create embeddings", openapi_extra=json_body(EmbeddingRequest))
-async def embeddings(request: Request) -> JSON:
+async def embeddings(request: Request) -> Response:
     key = await inference_key(request)
     body = await parse(request, EmbeddingRequest)
     meter: Meter = await concierge(request).metering.begin(key, "embeddings", body.model)
-    settings = concierge(request).settings
     try:
         embedder = concierge(request).registry.embedder(body.model)
         texts = body.texts
-        if len(texts) > settings.embedding_max_inputs:
-            raise InvalidRequest(
-                f"Too many inputs: {len(texts)}; the limit is {settings.embedding_max_inputs} "
-                "per request.",
-                param="input",
-            )
+        concierge(request).bounds.embeddings(texts)
         if (
             body.dimensions is not None
             and embedder.dimensions
@@ -325,7 +321,11 @@ async def embeddings(request: Request) -> JSON:
                 "it cannot shorten them",
                 param="dimensions",
             )
-        result = await embedder.embed(texts)
+        # The embedder stops between batches once the client has gone away.
+        result = await until_disconnect(request.receive, embedder.embed(texts))
+    except ClientDisconnected:
+        await meter.finish(CLIENT_CLOSED, model=body.model)
+        return JSON({}, status_code=CLIENT_CLOSED)  # nobody reads it
     except BaseException as exc:
         await meter.fail(exc)
         raise

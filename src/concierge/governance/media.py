@@ -22,7 +22,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 
+from concierge import regex
 from concierge.errors import InvalidRequest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -42,7 +42,10 @@ XMP_NS = "http://www.tc260.org.cn/ns/AIGC/1.0/"
 XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 C2PA_SECRET = "c2pa_signing_key"  # noqa: S105 (the secret's name)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-_XMP_PROPERTY = re.compile(r'TC260:AIGC="([^"]*)"')
+_XMP_PROPERTY = regex.compile(r'TC260:AIGC="([^"]*)"')
+_XMP_PACKET = regex.compile(
+    rb"http://ns\.adobe\.com/xap/1\.0/\x00(.*?)<\?xpacket end", dot_all=True
+)
 
 
 def image_format(data: bytes) -> str:
@@ -147,7 +150,7 @@ def read_label(data: bytes) -> dict[str, Any] | None:
                 text = zlib.decompress(parts[2]) if compressed else parts[2]
                 return _json_label(text.decode("utf-8", "replace"))
         return None
-    found = re.search(rb"http://ns\.adobe\.com/xap/1\.0/\x00(.*?)<\?xpacket end", data, re.S)
+    found = _XMP_PACKET.search(data)
     if found is None:
         return None
     match = _XMP_PROPERTY.search(found.group(1).decode("utf-8", "replace"))

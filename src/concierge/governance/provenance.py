@@ -7,7 +7,6 @@ Used by ``concierge labels verify`` and ``POST /v1/labels/verify-file``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import unescape
@@ -15,12 +14,19 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from concierge import regex
 from concierge.errors import InvalidRequest
 from concierge.governance import labels, media
 from concierge.governance.labels import Check
 
-EXPORT_DATA = re.compile(r'<script type="application/json" id="aigc-labels">(.*?)</script>', re.S)
-HTML_TURN = re.compile(r'<article class="[a-z]+" data-turn="(\d+)">.*?<p>(.*?)</p></article>', re.S)
+# Files anyone may send (verify-file needs no key) are read with RE2: linear time, where
+# Python's re takes quadratic time on, say, an article tag followed by many "<p>".
+EXPORT_DATA = regex.compile(
+    r'<script type="application/json" id="aigc-labels">(.*?)</script>', dot_all=True
+)
+HTML_TURN = regex.compile(
+    r'<article class="[a-z]+" data-turn="(\d+)">.*?<p>(.*?)</p></article>', dot_all=True
+)
 TEXT_DATA = "-----BEGIN AIGC LABELS-----"
 TEXT_END = "-----END AIGC LABELS-----"
 

@@ -36,9 +36,9 @@ from concierge.knowledge.parsers import (
     CorpusRecord,
     ParsedDocument,
     iter_jsonl,
-    parse,
     parse_record,
 )
+from concierge.knowledge.sandbox import Sandbox
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database, aware
 from concierge.store.tables import chunks, documents, ingestion_jobs
@@ -157,13 +157,14 @@ class Ingestor:
         embedder: EmbeddingModel,
         *,
         count_tokens: TokenCounter,
-        max_bytes: int | None = None,
+        sandbox: Sandbox,
         batch_documents: int = 64,
     ) -> None:
+        """``sandbox``: the worker processes documents are parsed in (never this process)."""
         self.db = db
         self.embedder = embedder
         self.count_tokens = count_tokens
-        self.max_bytes = max_bytes
+        self.sandbox = sandbox
         self.batch_documents = batch_documents
 
     # -- the whole thing -------------------------------------------------------------------
@@ -223,12 +224,7 @@ class Ingestor:
             if source.record is not None:
                 doc = parse_record(source.record)
             else:
-                doc = parse(
-                    source.data or b"",
-                    source.filename,
-                    source.content_type,
-                    max_bytes=self.max_bytes,
-                )
+                doc = self.sandbox.parse(source.data or b"", source.filename, source.content_type)
         except InvalidDocument as exc:
             return _Parsed(source, None, exc, digest, size)
         return _Parsed(source, doc, None, digest, size)
@@ -404,7 +400,9 @@ class Ingestor:
         """The row's chunks, each with the text to embed (title first, for context)."""
         try:
             if row.original is not None:
-                doc = parse(row.original, row.source, row.content_type, known_format=row.format)
+                doc = self.sandbox.parse(
+                    row.original, row.source, row.content_type, known_format=row.format
+                )
             else:
                 record = CorpusRecord(0, row.external_id, row.title, row.text, {})
                 doc = parse_record(record)

@@ -27,6 +27,8 @@ from concierge.errors import DocumentTooLarge, InvalidDocument, UnsupportedDocum
 log = logging.getLogger(__name__)
 
 BlockKind = Literal["heading", "paragraph", "list_item", "table_row", "code"]
+MAX_EXPANDED_BYTES = 256 * 1024 * 1024  # an archive's members together, uncompressed
+MAX_ARCHIVE_MEMBERS = 10_000
 Format = Literal["pdf", "docx", "html", "markdown", "text"]
 
 
@@ -117,11 +119,15 @@ def parse(
     *,
     max_bytes: int | None = None,
     known_format: str | None = None,
+    max_expanded_bytes: int = MAX_EXPANDED_BYTES,
 ) -> ParsedDocument:
     """Parse one document. Raises :class:`InvalidDocument` (or a subclass) for bad input.
 
     ``known_format``: the format found when the document was first parsed (re-parsing a
-    stored original must not depend on a file name the caller may not have given)."""
+    stored original must not depend on a file name the caller may not have given).
+    ``max_expanded_bytes``: what an archive (DOCX) may hold uncompressed, checked before it is
+    opened (a 185 KB zip bomb expands to gigabytes). Untrusted documents are parsed in a worker
+    process with time and memory limits too (:mod:`concierge.knowledge.sandbox`)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise DocumentTooLarge(
             f"{_name(filename)} is {len(data):,} bytes, over the limit of {max_bytes:,}"
@@ -133,6 +139,8 @@ def parse(
         if known_format in _PARSED_FORMATS
         else detect_format(data, filename, content_type)
     )
+    if kind == "docx":
+        _check_expansion(data, filename, max_expanded_bytes)
     parser = {
         "pdf": _parse_pdf,
         "docx": _parse_docx,
@@ -334,6 +342,27 @@ def _is_docx(data: bytes) -> bool:
             return "word/document.xml" in archive.namelist()
     except zipfile.BadZipFile:
         return False
+
+
+def _check_expansion(data: bytes, filename: str | None, limit: int) -> None:
+    """Refuse an archive whose members add up to more than ``limit`` bytes uncompressed.
+
+    The sizes are the archive's own declarations; ``zipfile`` never inflates a member past its
+    declared size (a member that lies fails its CRC check instead), so they bound the work."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile:
+        raise InvalidDocument(f"{_name(filename)} is not a readable Word document") from None
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise DocumentTooLarge(
+            f"{_name(filename)} holds {len(members):,} files; the limit is {MAX_ARCHIVE_MEMBERS:,}"
+        )
+    expanded = sum(member.file_size for member in members)
+    if expanded > limit:
+        raise DocumentTooLarge(
+            f"{_name(filename)} expands to {expanded:,} bytes, over the limit of {limit:,}"
+        )
 
 
 def _parse_docx(data: bytes, filename: str | None) -> ParsedDocument:

@@ -24,6 +24,7 @@ from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.fetch import fetch
 from concierge.knowledge.ingest import Ingestor, JobStatus, Progress, Source, get_job
+from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
 from concierge.models.base import EmbeddingModel
 from concierge.models.registry import ModelRegistry
@@ -49,6 +50,14 @@ class Knowledge:
         self.settings = settings
         self._owns_egress = egress is None
         self.egress = egress or Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
+        self.sandbox = Sandbox(
+            Limits(
+                timeout_seconds=settings.knowledge_parse_timeout_seconds,
+                max_memory_bytes=settings.knowledge_parse_max_memory_mb * 1024 * 1024,
+                max_expanded_bytes=settings.knowledge_max_expanded_bytes,
+                max_document_bytes=settings.knowledge_max_document_bytes,
+            )
+        )
         self.index = SearchIndex(db)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
@@ -84,7 +93,7 @@ class Knowledge:
             self.db,
             embedder,
             count_tokens=embedder.count_tokens,
-            max_bytes=self.settings.knowledge_max_document_bytes,
+            sandbox=self.sandbox,
             batch_documents=self.settings.knowledge_batch_documents,
         )
 
@@ -196,6 +205,7 @@ class Knowledge:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._owns_egress:
             await self.egress.close()
+        await asyncio.to_thread(self.sandbox.close)
 
     # -- search ----------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from concierge.models.admission import QueueStats
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -185,6 +187,10 @@ class Model(ABC):
     def queue_depth(self) -> int:
         """Requests waiting for this backend (0 where it does not queue)."""
         return 0
+
+    def queue_stats(self) -> QueueStats | None:
+        """How long requests waited and how many were turned away (None: it does not queue)."""
+        return None
 
     async def aclose(self) -> None:
         """Release resources (threads, connections) at shutdown."""

@@ -43,6 +43,12 @@ class FairQueue(Generic[T]):
                 self._queues[key] = items
             return item
 
+    def waiting(self, key: str) -> int:
+        """How many items ``key`` has waiting."""
+        with self._cond:
+            items = self._queues.get(key)
+            return len(items) if items else 0
+
     def discard(self, key: str, item: T) -> bool:
         """Remove an item that has not started (its caller went away)."""
         with self._cond:

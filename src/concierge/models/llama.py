@@ -4,7 +4,8 @@ A llama.cpp context serves one generation at a time. Requests wait in a :class:`
 (round-robin across API keys); one worker thread runs them and hands each token to the event
 loop as it is produced, so the loop never blocks. When the caller stops reading (the HTTP
 client disconnected) the job's cancel flag is set: a waiting job is dropped, a running one stops
-at the next token.
+at the next token. The queue is bounded (:class:`~concierge.models.admission.Admission`): a
+request that would wait too long is answered at once with 429 or 503 and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from concierge.errors import ContextLengthExceeded, InvalidRequest, ServiceUnavailable
+from concierge.models.admission import Admission, QueueStats
 from concierge.models.base import (
     Event,
     Finish,
@@ -35,6 +38,11 @@ from concierge.models.fairqueue import FairQueue
 from concierge.models.prompting import ChatFormatter, forced_call_schema, parse_tool_call
 
 log = logging.getLogger(__name__)
+
+# llama.cpp's tokenizer takes time quadratic in the line breaks of one call (20,000 short lines:
+# 10 s): prompts are tokenised in pieces of about this many characters, each ending after a
+# run of line breaks, where no token crosses (the same tokens as one call; tests check it).
+TOKENIZE_PIECE_CHARS = 2000
 
 # Sampling defaults where a request gives none (llama.cpp's own; better than OpenAI's 1.0 / 1.0
 # for small local models).
@@ -59,9 +67,14 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    queued_at: float = field(default_factory=time.monotonic)
 
     def emit(self, item: Event | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+    def begin(self) -> None:
+        self.loop.call_soon_threadsafe(self.started.set)
 
 
 class LlamaModel(Model):
@@ -79,6 +92,9 @@ class LlamaModel(Model):
         threads: int | None = None,
         batch_size: int = 512,
         chat_template: str | None = None,
+        max_queue: int = 16,
+        max_queue_per_key: int = 4,
+        max_queue_seconds: float = 30.0,
     ) -> None:
         self.model_id = model_id
         self._model_path = model_path
@@ -89,6 +105,8 @@ class LlamaModel(Model):
         self._llm: Any = None
         self.formatter: ChatFormatter | None = None
         self._queue: FairQueue[_Job] = FairQueue()
+        self.admission = Admission(model_id, max_queue, max_queue_per_key, max_queue_seconds)
+        self._running = 0
         self._load_lock = threading.Lock()
         self._load_error: BaseException | None = None
         self._worker: threading.Thread | None = None
@@ -157,12 +175,13 @@ class LlamaModel(Model):
             text, stop, add_bos = formatted.text, formatted.stop, formatted.add_bos
         else:
             text, stop, add_bos = request.prompt or "", [], True
-        tokens = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens = tokenize(llm, text, add_bos=add_bos, limit=self.context_length)
         n_prompt = len(tokens)
         if n_prompt >= self.context_length:
+            more = "at least " if n_prompt > self.context_length else ""
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.context_length} tokens. "
-                f"However, your prompt has {n_prompt} tokens. Shorten the messages.",
+                f"However, your prompt has {more}{n_prompt} tokens. Shorten the messages.",
                 param="messages" if request.messages is not None else "prompt",
             )
         room = self.context_length - n_prompt
@@ -173,10 +192,13 @@ class LlamaModel(Model):
                 f"({n_prompt} in the prompt, {request.max_tokens} for the completion).",
                 param="max_tokens",
             )
+        grammar = self._grammar(request, tools, tool_mode)
+        if grammar is not None:
+            self._check_grammar(grammar, "tools" if tool_mode == "forced" else "response_format")
         return _Prepared(
             tokens=tokens,
             stop=[*stop, *request.stop],
-            grammar=self._grammar(request, tools, tool_mode),
+            grammar=grammar,
             max_tokens=request.max_tokens if request.max_tokens is not None else room,
             tools=tools,
             tool_mode=tool_mode,
@@ -195,13 +217,31 @@ class LlamaModel(Model):
             schema = request.response_format.schema
         if schema is None:
             return None
+        param = "response_format" if tool_mode != "forced" else "tools"
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the converter asserts, raises anything: each is a bad schema
+            reason = str(exc).split("\n", 1)[0][:300] or type(exc).__name__
             raise InvalidRequest(
-                f"the JSON schema cannot be enforced by the embedded model: {exc}",
-                param="response_format" if tool_mode != "forced" else "tools",
+                f"the JSON schema cannot be enforced by the embedded model: {reason}", param=param
             ) from None
+        return grammar
+
+    def _check_grammar(self, grammar: Any, param: str) -> None:
+        """Build the grammar's sampler once and free it: llama.cpp returns none for a grammar it
+        cannot parse (too many repetitions, say), and sampling with none crashes the process."""
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._llm._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+        )
+        if not sampler:
+            raise InvalidRequest(
+                "the JSON schema is too complex for the embedded model to enforce (its grammar "
+                "has too many repetitions or rules); simplify it",
+                param=param,
+            )
+        llama_cpp.llama_sampler_free(sampler)
 
     # -- the worker thread -------------------------------------------------------------------
 
@@ -209,11 +249,19 @@ class LlamaModel(Model):
         while (job := self._queue.get()) is not None:
             if job.cancelled.is_set():
                 continue
+            started = time.monotonic()
+            self.admission.stats.waited(started - job.queued_at)
+            self._running = 1
+            job.begin()
             try:
                 self._generate(job)
             except Exception as exc:  # a failed generation must not kill the worker
                 log.exception("embedded generation failed")
                 job.emit(ServiceUnavailable(f"the embedded model failed: {type(exc).__name__}"))
+            finally:
+                self._running = 0
+                if not job.cancelled.is_set():
+                    self.admission.served(time.monotonic() - started)
 
     def _generate(self, job: _Job) -> None:
         from llama_cpp import StoppingCriteriaList
@@ -278,11 +326,20 @@ class LlamaModel(Model):
     # -- the Model contract ------------------------------------------------------------------
 
     async def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        key = request.priority_key
+        # At the door, before any work: 429 for a key with too many waiting, 503 when full.
+        self.admission.admit(len(self._queue), self._queue.waiting(key), self._running)
         await self._ensure_loaded()
         prepared = await asyncio.to_thread(self._prepare, request)
         job = _Job(request, prepared, asyncio.get_running_loop())
-        self._queue.put(request.priority_key, job)
+        self._queue.put(key, job)
         try:
+            try:
+                async with asyncio.timeout(self.admission.max_wait):
+                    await job.started.wait()
+            except TimeoutError:
+                if self._queue.discard(key, job):  # still waiting: it leaves with a 503
+                    raise self.admission.timed_out(self.admission.max_wait) from None
             while True:
                 item = await job.out.get()
                 if isinstance(item, BaseException):
@@ -297,6 +354,9 @@ class LlamaModel(Model):
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def queue_stats(self) -> QueueStats:
+        return self.admission.stats
+
     async def aclose(self) -> None:
         self._queue.close()
         if self._worker is not None:
@@ -304,3 +364,31 @@ class LlamaModel(Model):
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+
+
+def _pieces(text: str, size: int = TOKENIZE_PIECE_CHARS) -> list[str]:
+    """``text`` cut after a run of line breaks about every ``size`` characters."""
+    out: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        if cut == -1:
+            break
+        while cut + 1 < len(text) and text[cut + 1] == "\n":
+            cut += 1
+        out.append(text[start : cut + 1])
+        start = cut + 1
+    if start < len(text) or not out:
+        out.append(text[start:])
+    return out
+
+
+def tokenize(llm: Any, text: str, *, add_bos: bool, limit: int | None = None) -> list[int]:
+    """``text``'s tokens, as one ``llm.tokenize`` call gives them, in linear time; with
+    ``limit``, stopping once there are more than that many (the prompt cannot fit anyway)."""
+    tokens: list[int] = []
+    for number, piece in enumerate(_pieces(text)):
+        tokens += llm.tokenize(piece.encode("utf-8"), add_bos=add_bos and number == 0, special=True)
+        if limit is not None and len(tokens) > limit:
+            break
+    return tokens

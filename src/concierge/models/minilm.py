@@ -208,12 +208,14 @@ class BertEncoder:
         out: F32 = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
         return out
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[F32, int]:
-        """Embeddings for ``texts`` in input order, and the number of tokens read."""
+    def plan(
+        self, texts: Sequence[str], batch_size: int = 32
+    ) -> tuple[list[tuple[list[int], list[list[int]]]], int]:
+        """``texts`` tokenised and grouped into batches of similar length (far less padding,
+        same results): ``(positions, token id lists)`` per batch, and the tokens read."""
         token_ids = self.tokenize(texts)
-        # Batch texts of similar length together: far less padding, same results.
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-        out = np.empty((len(token_ids), self.hidden), dtype=np.float32)
+        batches = []
         start = 0
         while start < len(order):
             end = start + 1
@@ -224,15 +226,27 @@ class BertEncoder:
             ):
                 end += 1
             idx = order[start:end]
-            out[idx] = self.encode_ids([token_ids[i] for i in idx])
+            batches.append((idx, [token_ids[i] for i in idx]))
             start = end
-        return out, sum(len(ids) for ids in token_ids)
+        return batches, sum(len(ids) for ids in token_ids)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[F32, int]:
+        """Embeddings for ``texts`` in input order, and the number of tokens read."""
+        batches, tokens = self.plan(texts, batch_size)
+        out = np.empty((len(texts), self.hidden), dtype=np.float32)
+        for idx, ids in batches:
+            out[idx] = self.encode_ids(ids)
+        return out, tokens
 
 
 class MiniLMEmbeddings(EmbeddingModel):
-    """The embedded all-MiniLM-L6-v2 backend. Calls queue for one worker thread, off the event
+    """The embedded all-MiniLM-L6-v2 backend. Work queues for one worker thread, off the event
     loop; ONNX Runtime spreads each batch over the cores. With ``int8``, the quantized encoder:
-    about 1.4x the speed, vectors at cosine ~0.99 to the float32 ones (benchmarks/README.md)."""
+    about 1.4x the speed, vectors at cosine ~0.99 to the float32 ones (benchmarks/README.md).
+
+    A call is queued one batch at a time: calls take turns on the thread (a request of 2,048
+    long inputs does not hold everyone else's one-line query for its whole run), and a call
+    that is cancelled (its client went away) stops after the batch that is running."""
 
     owned_by = "concierge-embedded"
     dimensions = 384
@@ -272,14 +286,21 @@ class MiniLMEmbeddings(EmbeddingModel):
             self._counter = counter
         return len(self._counter.encode(text, add_special_tokens=False).ids)
 
-    def _encode(self, texts: Sequence[str]) -> tuple[F32, int]:
+    def _plan(self, texts: Sequence[str]) -> tuple[list[tuple[list[int], list[list[int]]]], int]:
         self.load()
         assert self._encoder is not None
-        return self._encoder.encode(texts, self.batch_size)
+        return self._encoder.plan(texts, self.batch_size)
+
+    def _batch(self, ids: list[list[int]]) -> F32:
+        assert self._encoder is not None
+        return self._encoder.encode_ids(ids)
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         loop = asyncio.get_running_loop()
-        vectors, tokens = await loop.run_in_executor(self._executor, self._encode, list(texts))
+        batches, tokens = await loop.run_in_executor(self._executor, self._plan, list(texts))
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for idx, ids in batches:
+            vectors[idx] = await loop.run_in_executor(self._executor, self._batch, ids)
         return Embeddings(vectors=vectors, prompt_tokens=tokens)
 
     async def aclose(self) -> None:

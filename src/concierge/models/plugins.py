@@ -25,6 +25,9 @@ def register_models(register: Callable[[Model], None], settings: Settings) -> No
                 threads=settings.llm_threads,
                 batch_size=settings.llm_batch_size,
                 chat_template=settings.llm_chat_template,
+                max_queue=settings.llm_max_queue,
+                max_queue_per_key=settings.llm_max_queue_per_key,
+                max_queue_seconds=settings.llm_max_queue_seconds,
             )
         )
     from concierge.models.upstream import OpenAIUpstream, UpstreamClient

@@ -23,6 +23,7 @@ from concierge.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from concierge.models.admission import QueueStats
 from concierge.models.base import EmbeddingModel, Event, GenerationRequest, Model
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ class ModelRegistry:
 
     def queue_depth(self) -> dict[str, int]:
         return {m.model_id: m.queue_depth() for m in self.models.values()}
+
+    def queue_stats(self) -> dict[str, QueueStats]:
+        found = {m.model_id: m.queue_stats() for m in self.models.values()}
+        return {model: stats for model, stats in found.items() if stats is not None}
 
     async def aclose(self) -> None:
         for model in self.models.values():

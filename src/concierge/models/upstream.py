@@ -32,6 +32,7 @@ from concierge.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from concierge.models.admission import Busy
 from concierge.models.base import (
     EmbeddingModel,
     Embeddings,
@@ -309,6 +310,11 @@ class OpenAIUpstream(Model):
             return RateLimited(
                 f"upstream '{name}' is rate limiting; retry later",
                 retry_after=_seconds(headers.get("retry-after", "")),
+            )
+        if status == 503:  # overloaded: a fallback may answer; otherwise the client waits
+            return Busy(
+                f"upstream '{name}' is overloaded; try again shortly",
+                _seconds(headers.get("retry-after", "")),
             )
         if status in (401, 403):
             return UpstreamError(f"upstream '{name}' refused the gateway's credentials")

@@ -322,6 +322,7 @@ def widget_app(server: Concierge) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", VISITOR_HEADER],
+        expose_headers=["Retry-After"],  # a busy model says when to come back
         max_age=600,
     )
     return app

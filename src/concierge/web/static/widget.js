@@ -441,6 +441,16 @@
       scroll();
       var response = await request("POST", "/conversations/" + state.conversation + "/messages",
                                    { content: text, stream: true });
+      if (response.status === 429 || response.status === 503) {
+        // Busy: say so, and when to try again; the message goes back into the input box.
+        var wait = parseInt(response.headers.get("Retry-After") || "0", 10) || 10;
+        typing.remove();
+        mine.remove();
+        if (!input.value) input.value = text;
+        notice("Our assistant is busy right now. Please send your message again in about " +
+               wait + (wait === 1 ? " second." : " seconds."), true);
+        return;
+      }
       if (!response.ok) {
         var data = await response.json().catch(function () { return {}; });
         throw new Error((data.error && data.error.message) || ("HTTP " + response.status));
