@@ -194,12 +194,12 @@ async def test_the_widget_is_readable_on_a_phone(demo_server: LiveServer, browse
     await context.close()
 
 
-async def _acme_key(server: LiveServer) -> str:
+async def _acme_key(server: LiveServer, scopes: tuple[str, ...] = ("inbox",)) -> str:
     async with httpx.AsyncClient(
         base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     ) as admin:
         made = await admin.post(
-            "/api/keys", json={"org": "acme", "name": "operator", "scopes": ["inbox"]}
+            "/api/keys", json={"org": "acme", "name": "operator", "scopes": list(scopes)}
         )
         assert made.status_code == 201, made.text
         return str(made.json()["key"])
@@ -303,7 +303,7 @@ async def test_the_widget_api_refuses_what_it_should(demo_server: LiveServer) ->
         )
         assert preflight.status_code == 200
     # An operator restricts the sites: others are refused.
-    key = await _acme_key(demo_server)
+    key = await _acme_key(demo_server, ("admin",))
     async with httpx.AsyncClient(
         base_url=demo_server.url, headers={"Authorization": f"Bearer {key}"}
     ) as operator:

@@ -410,7 +410,7 @@ def version(conn: Connection, assistant: Assistant, number: int) -> AssistantCon
     row = conn.execute(
         select(assistant_versions.c.config).where(
             assistant_versions.c.assistant_id == assistant.id,
-            assistant_versions.c.version == number,
+            id_is(assistant_versions.c.version, number),  # a 32-bit column (PostgreSQL)
         )
     ).one_or_none()
     if row is None:

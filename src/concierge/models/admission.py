@@ -72,8 +72,29 @@ class Admission:
         self.max_per_key = max_per_key
         self.max_wait = max_wait
         self.stats = QueueStats()
+        self.running = 0  # requests on the backend now (set by it)
+        self._waiting: dict[str, int] = {}
         self._seconds_per_request: float | None = None
         self._lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        return sum(self._waiting.values())
+
+    def enter(self, key: str) -> None:
+        """Take a place in the queue for ``key`` (or raise, see :meth:`admit`); each place is
+        given back with :meth:`leave` once the request starts or gives up."""
+        with self._lock:
+            self.admit(self.waiting, self._waiting.get(key, 0), self.running)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+
+    def leave(self, key: str) -> None:
+        with self._lock:
+            left = self._waiting.get(key, 0) - 1
+            if left > 0:
+                self._waiting[key] = left
+            else:
+                self._waiting.pop(key, None)
 
     def expected_wait(self, ahead: int) -> float | None:
         """Seconds a request with ``ahead`` requests before it (the running one included)

@@ -69,6 +69,17 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     queued_at: float = field(default_factory=time.monotonic)
+    released: bool = False  # its place in the queue was given back
+    _release_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def release(self, admission: Admission) -> None:
+        """Give back the job's place in the queue, once (the worker when it starts the job,
+        or the caller when it gives up first)."""
+        with self._release_lock:
+            if self.released:
+                return
+            self.released = True
+        admission.leave(self.request.priority_key)
 
     def emit(self, item: Event | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
@@ -106,7 +117,6 @@ class LlamaModel(Model):
         self.formatter: ChatFormatter | None = None
         self._queue: FairQueue[_Job] = FairQueue()
         self.admission = Admission(model_id, max_queue, max_queue_per_key, max_queue_seconds)
-        self._running = 0
         self._load_lock = threading.Lock()
         self._load_error: BaseException | None = None
         self._worker: threading.Thread | None = None
@@ -251,7 +261,8 @@ class LlamaModel(Model):
                 continue
             started = time.monotonic()
             self.admission.stats.waited(started - job.queued_at)
-            self._running = 1
+            self.admission.running = 1
+            job.release(self.admission)
             job.begin()
             try:
                 self._generate(job)
@@ -259,7 +270,7 @@ class LlamaModel(Model):
                 log.exception("embedded generation failed")
                 job.emit(ServiceUnavailable(f"the embedded model failed: {type(exc).__name__}"))
             finally:
-                self._running = 0
+                self.admission.running = 0
                 if not job.cancelled.is_set():
                     self.admission.served(time.monotonic() - started)
 
@@ -328,12 +339,13 @@ class LlamaModel(Model):
     async def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         key = request.priority_key
         # At the door, before any work: 429 for a key with too many waiting, 503 when full.
-        self.admission.admit(len(self._queue), self._queue.waiting(key), self._running)
-        await self._ensure_loaded()
-        prepared = await asyncio.to_thread(self._prepare, request)
-        job = _Job(request, prepared, asyncio.get_running_loop())
-        self._queue.put(key, job)
+        self.admission.enter(key)
+        job: _Job | None = None
         try:
+            await self._ensure_loaded()
+            prepared = await asyncio.to_thread(self._prepare, request)
+            job = _Job(request, prepared, asyncio.get_running_loop())
+            self._queue.put(key, job)
             try:
                 async with asyncio.timeout(self.admission.max_wait):
                     await job.started.wait()
@@ -348,8 +360,12 @@ class LlamaModel(Model):
                 if isinstance(item, Finish):
                     return
         finally:
-            job.cancelled.set()
-            self._queue.discard(request.priority_key, job)
+            if job is None:
+                self.admission.leave(key)
+            else:
+                job.cancelled.set()
+                self._queue.discard(key, job)
+                job.release(self.admission)  # its place, unless the worker took it already
 
     def queue_depth(self) -> int:
         return len(self._queue)

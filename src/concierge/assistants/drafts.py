@@ -1,0 +1,116 @@
+"""A reply on record from its first moment, so that nothing is lost when the process dies.
+
+Before the model is called, the user's turn and an empty reply turn (status ``generating``)
+are stored together. While the reply streams, :class:`Draft` writes what the user has been
+shown so far to that turn about once a second (masked for storage, as the finished turn will
+be), and touches it while the model or a tool is busy, so a turn that stops being touched
+belongs to a process that is gone. :func:`recover` (run at start-up and then periodically by
+every replica) marks such turns ``interrupted``: the user's message and the text already
+delivered stay on record, with the reply's provenance label (its id and producer are in the
+turn's governance record from the start).
+
+The turn is finished in place when the reply ends; if the model fails before producing any
+text, the draft is taken back whole (nothing stored, the user sends again), as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from concierge.conversations import store
+from concierge.store import Database
+
+log = logging.getLogger(__name__)
+STALE_SECONDS = 60.0  # a generating turn untouched this long belongs to a process that died
+RECOVER_EVERY_SECONDS = 30.0
+
+
+class Draft:
+    """Keeps one reply turn's stored text up to date while it is written."""
+
+    def __init__(
+        self,
+        db: Database,
+        turn_id: int,
+        content: Callable[[], str],
+        *,
+        flush_seconds: float,
+    ) -> None:
+        """``content``: the reply's text as it should be stored now (masked per policy)."""
+        self.db = db
+        self.turn_id = turn_id
+        self.content = content
+        self.flush_seconds = flush_seconds
+        self._written = ""
+        self._touched = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep(), name=f"draft-{self.turn_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            try:
+                await self.flush()
+            except Exception:  # a missed flush is retried on the next tick; never fatal
+                log.warning("could not write reply draft %s", self.turn_id, exc_info=True)
+
+    async def flush(self) -> None:
+        """Write the text if it changed, or only the time if the turn would look stale."""
+        text = self.content()
+        now = time.monotonic()
+        if text == self._written and now - self._touched < STALE_SECONDS / 3:
+            return
+        changed = text if text != self._written else None
+        await self.db.write(lambda conn: store.touch_draft(conn, self.turn_id, changed))
+        self._written, self._touched = text, now
+
+
+async def recover(db: Database, stale_seconds: float = STALE_SECONDS) -> int:
+    """Mark ``interrupted`` every reply still ``generating`` that no process has touched for
+    ``stale_seconds`` (its process died mid-reply); how many there were."""
+    before = datetime.now(UTC) - timedelta(seconds=stale_seconds)
+    found = await db.write(lambda conn: store.interrupt_stale(conn, before))
+    if found:
+        log.warning("%d reply(s) were cut off by a process that stopped; marked interrupted", found)
+    return found
+
+
+class Recovery:
+    """The periodic :func:`recover` of one server process."""
+
+    def __init__(self, db: Database, every: float = RECOVER_EVERY_SECONDS) -> None:
+        self.db = db
+        self.every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reply-recovery")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await recover(self.db)
+            except Exception:
+                log.warning("reply recovery failed; retrying", exc_info=True)
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
