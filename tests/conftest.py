@@ -230,7 +230,15 @@ class LiveServer:
         self.stop()
         raise RuntimeError("server did not become ready:\n" + self.log.read_text())
 
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no flushing; what is on disk is what a crash leaves."""
+        self.process.kill()
+        self.process.wait(15)
+        self._log_file.close()
+
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(15)

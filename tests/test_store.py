@@ -171,6 +171,7 @@ EXPECTED = {
         "author",
         "governance",
         "created_at",
+        "updated_at",
     },
     "memories": {
         "id",

@@ -18,6 +18,7 @@ import pluggy
 from fastapi import FastAPI
 
 from concierge import __version__, keys
+from concierge.assistants.drafts import Recovery
 from concierge.assistants.runtime import Runtime
 from concierge.config import Settings
 from concierge.egress import Egress, EgressPolicy
@@ -87,6 +88,7 @@ class Concierge:
         self.knowledge = Knowledge(self.db, self.registry, settings, self.egress)
         self.governance = Governance(self.db, self.pm, settings)
         self.retention = Scheduler(self.db, settings.retention_interval_seconds)
+        self.recovery = Recovery(self.db, settings.reply_stale_seconds)
         self.runtime = Runtime(
             self.db, self.registry, self.knowledge, settings, self.governance, self.egress
         )
@@ -111,6 +113,7 @@ class Concierge:
         install_log_redaction(self.governance.detector)
         await self.ledger.start()
         self.retention.start()
+        self.recovery.start()  # replies a stopped process left half-written: interrupted
         resumed = await self.knowledge.resume()
         if resumed:
             log.info("resuming ingestion in %d knowledge base(s)", resumed)
@@ -126,6 +129,7 @@ class Concierge:
 
     async def shutdown(self) -> None:
         await self.retention.stop()
+        await self.recovery.stop()
         await self.knowledge.close()
         await self.egress.close()
         for warmup in self._warmups:

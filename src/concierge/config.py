@@ -242,6 +242,20 @@ class Settings(BaseModel):
         max_length=200,
         description="ContentProducer in provenance labels (an organisation's policy may override).",
     )
+    reply_flush_seconds: float = Field(
+        1.0,
+        ge=0.05,
+        le=60,
+        description="How often a reply being written is saved, so a crash loses at most this "
+        "much of it (it is then kept as interrupted).",
+    )
+    reply_stale_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="A reply being written that no process has saved for this long belongs to "
+        "one that stopped: it is marked interrupted.",
+    )
     retention_interval_seconds: float = Field(
         3600.0, ge=1, le=7 * 86400, description="How often the retention purge runs."
     )

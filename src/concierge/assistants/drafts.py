@@ -20,14 +20,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from concierge.conversations import store
+from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.store import Database
 
 log = logging.getLogger(__name__)
 STALE_SECONDS = 60.0  # a generating turn untouched this long belongs to a process that died
-RECOVER_EVERY_SECONDS = 30.0
+
+
+@dataclass
+class Drafted:
+    """An exchange stored before its reply is written: the user's turn and the reply's id."""
+
+    user: EndUser
+    conversation: Conversation
+    user_turn: Turn
+    reply_id: int
+    new_conversation: bool  # made for this exchange (taken back with it)
+    new_user: bool
+    keeper: Draft | None = None
 
 
 class Draft:
@@ -40,12 +54,14 @@ class Draft:
         content: Callable[[], str],
         *,
         flush_seconds: float,
+        stale_seconds: float = STALE_SECONDS,
     ) -> None:
         """``content``: the reply's text as it should be stored now (masked per policy)."""
         self.db = db
         self.turn_id = turn_id
         self.content = content
         self.flush_seconds = flush_seconds
+        self.stale_seconds = stale_seconds
         self._written = ""
         self._touched = time.monotonic()
         self._task: asyncio.Task[None] | None = None
@@ -72,7 +88,7 @@ class Draft:
         """Write the text if it changed, or only the time if the turn would look stale."""
         text = self.content()
         now = time.monotonic()
-        if text == self._written and now - self._touched < STALE_SECONDS / 3:
+        if text == self._written and now - self._touched < self.stale_seconds / 3:
             return
         changed = text if text != self._written else None
         await self.db.write(lambda conn: store.touch_draft(conn, self.turn_id, changed))
@@ -90,11 +106,12 @@ async def recover(db: Database, stale_seconds: float = STALE_SECONDS) -> int:
 
 
 class Recovery:
-    """The periodic :func:`recover` of one server process."""
+    """The periodic :func:`recover` of one server process (at start, then every half of
+    ``stale_seconds``; every replica runs one, and a turn is marked once)."""
 
-    def __init__(self, db: Database, every: float = RECOVER_EVERY_SECONDS) -> None:
+    def __init__(self, db: Database, stale_seconds: float = STALE_SECONDS) -> None:
         self.db = db
-        self.every = every
+        self.stale_seconds = stale_seconds
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -103,10 +120,10 @@ class Recovery:
     async def _run(self) -> None:
         while True:
             try:
-                await recover(self.db)
+                await recover(self.db, self.stale_seconds)
             except Exception:
                 log.warning("reply recovery failed; retrying", exc_info=True)
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(self.stale_seconds / 2)
 
     async def stop(self) -> None:
         if self._task is not None:

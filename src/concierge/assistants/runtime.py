@@ -45,6 +45,7 @@ from sqlalchemy import Connection
 
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant, AssistantConfig
+from concierge.assistants.drafts import Draft, Drafted
 from concierge.assistants.events import (
     Completed,
     Delta,
@@ -333,8 +334,6 @@ class Runtime:
 
         progress.passages = list(built.passages)
         messages = list(built.messages)
-        user_said = [t.content for t in ctx.history if t.role == "user"]
-        tool_outputs: list[str] = []
         output = OutputFilter(
             progress,
             gov,
@@ -346,10 +345,79 @@ class Runtime:
             ),
             check_output=gov.moderation.enabled and gov.moderation.check_output,
         )
+        # On record from here: the user's turn, and the reply as it streams (drafts.py).
+        draft = await self._open_draft(ctx, inbound, text, progress, verdict)
+        saved = False
+        try:
+            async for event in self._generate(
+                ctx,
+                inbound,
+                text,
+                progress,
+                route,
+                messages,
+                tools,
+                spotlight,
+                names,
+                output,
+                timings,
+            ):
+                yield event
+            if progress.handoff is not None and not progress.answer:
+                progress.text.append(HANDOFF_NOTICE)
+                yield Delta(with_prefix(progress, HANDOFF_NOTICE))
+            elif not progress.answer:
+                # The model produced nothing usable (it went straight to a stop sequence): the
+                # user gets an honest answer, the turn says what happened.
+                progress.text = [EMPTY_REPLY]
+                progress.error = "the model returned no text"
+                yield Delta(with_prefix(progress, EMPTY_REPLY))
+            async for shown in output.final():
+                yield shown
+            if progress.suffix:
+                yield Delta(progress.suffix)
+            completed = await self._save(
+                ctx, inbound, text, progress, timings, started, verdict, draft
+            )
+            saved = True
+            yield completed
+        finally:
+            if not saved:
+                # Cut short: the client went away (what it was shown is kept, ``partial``), or
+                # the model failed before saying anything (the exchange is taken back).
+                with anyio.CancelScope(shield=True):
+                    if progress.text or progress.handoff:
+                        if progress.status == "complete":
+                            progress.status, progress.error = "failed", "internal error"
+                        await self._save(
+                            ctx, inbound, text, progress, timings, started, verdict, draft
+                        )
+                    else:
+                        await self._discard_draft(draft)
+
+    async def _generate(
+        self,
+        ctx: _Context,
+        inbound: Inbound,
+        text: str,
+        progress: Progress,
+        route: list[Model],
+        messages: list[Message],
+        tools: list[ToolSpec],
+        spotlight: Spotlight,
+        names: Pseudonyms | None,
+        output: OutputFilter,
+        timings: dict[str, float],
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Step 5: the model, streamed through the output filter, and the tool loop. A failure
+        before any text propagates (nothing is said, nothing kept); after text, the reply is
+        ``failed`` with the error and the pipeline goes on to store it."""
+        config = ctx.config
+        user_said = [t.content for t in ctx.history if t.role == "user"]
+        tool_outputs: list[str] = []
         tool_deadline: float | None = None
         model_s = 0.0
         tools_s = 0.0
-        finished = False
         try:
             for step in range(config.max_tool_steps + 1):
                 last = step == config.max_tool_steps or progress.handoff is not None
@@ -422,9 +490,8 @@ class Runtime:
                         )
                     )
                 tools_s += time.perf_counter() - mark
-            finished = True
         except Withdrawn:
-            finished = True  # output moderation replaced the answer; the model was stopped
+            pass  # output moderation replaced the answer; the model was stopped
         except (asyncio.CancelledError, GeneratorExit):
             progress.status = "partial"
             raise
@@ -439,26 +506,8 @@ class Runtime:
             progress.status, progress.error = "failed", "internal error"
             log.exception("assistant reply broke off after output")
         finally:
-            if not finished and progress.status == "partial" and progress.text:
-                # The client went away mid-reply: keep what it was shown.
-                with anyio.CancelScope(shield=True):
-                    await self._save(ctx, inbound, text, progress, timings, started, verdict)
-        timings["model_ms"] = round(model_s * 1000, 2)
-        timings["tools_ms"] = round(tools_s * 1000, 2)
-        if progress.handoff is not None and not progress.answer:
-            progress.text.append(HANDOFF_NOTICE)
-            yield Delta(with_prefix(progress, HANDOFF_NOTICE))
-        elif not progress.answer:
-            # The model produced nothing usable (it went straight to a stop sequence): the
-            # user gets an honest answer, the turn says what happened.
-            progress.text = [EMPTY_REPLY]
-            progress.error = "the model returned no text"
-            yield Delta(with_prefix(progress, EMPTY_REPLY))
-        async for shown in output.final():
-            yield shown
-        if progress.suffix:
-            yield Delta(progress.suffix)
-        yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
+            timings["model_ms"] = round(model_s * 1000, 2)
+            timings["tools_ms"] = round(tools_s * 1000, 2)
 
     # -- step 1: load ----------------------------------------------------------------------
 
@@ -636,7 +685,9 @@ class Runtime:
         timings: dict[str, float],
         started: float,
         verdict: Verdict,
+        draft: Drafted | None = None,
     ) -> Completed:
+        """Store the exchange: both turns at once, or the reply over its stored ``draft``."""
         mark = time.perf_counter()
         gov = ctx.policy
         delivered = progress.content
@@ -653,59 +704,47 @@ class Runtime:
         )
         # What is stored: personal data masked where the policy says so (the label above is
         # for what the user received; a stored turn's label is issued over what was stored).
-        asked, asked_pii = self._for_storage(text, gov)
+        asked, asked_record = self._asked(text, gov, verdict)
         answered_text, answered_pii = self._for_storage(delivered, gov)
         facts = [self._for_storage(fact, gov)[0] for fact in progress.memories]
-        asked_record: dict[str, Any] = {}
-        if gov.pii.redact_storage:
-            asked_record["masked"] = True
-        if asked_pii:
-            asked_record["pii"] = asked_pii
-        if verdict.blocked:
-            asked_record["moderation"] = verdict.record("input", gov.moderation.action)
-        reply_record: dict[str, Any] = {"notices": [len(progress.prefix), len(progress.suffix)]}
-        if generated:
-            reply_record.update(label_id=progress.label_id, producer=producer)
-        if progress.prefix and gov.disclosure.enabled and not ctx.disclosed:
-            reply_record["disclosure"] = progress.prefix.split("\n\n", 1)[0]
-        if gov.pii.redact_storage:
-            reply_record["masked"] = True
+        reply_record = self._reply_record(ctx, progress, generated=generated)
         if answered_pii:
             reply_record["pii"] = answered_pii
         if progress.moderation is not None:
             reply_record["moderation"] = progress.moderation
 
         def write(conn: Connection) -> tuple[Conversation, Turn, Turn]:
-            user = (
-                ctx.user
-                if ctx.user.id
-                else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
-            )
-            conversation = ctx.conversation or store.create(
-                conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
-            )
-            user_turn, reply_turn = store.add_turns(
-                conn,
+            if draft is not None:
+                user, conversation, user_turn = draft.user, draft.conversation, draft.user_turn
+            else:
+                user = (
+                    ctx.user
+                    if ctx.user.id
+                    else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
+                )
+                conversation = ctx.conversation or store.create(
+                    conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
+                )
+            reply = store.new_turn(
                 conversation,
-                [
-                    store.new_turn(conversation, "user", asked, governance=asked_record or None),
-                    store.new_turn(
-                        conversation,
-                        "assistant",
-                        answered_text,
-                        status=progress.status,
-                        citations=citations,
-                        tool_calls=progress.tool_records,
-                        assistant_version=ctx.assistant.version,
-                        model=progress.model,
-                        prompt_tokens=progress.prompt_tokens,
-                        completion_tokens=progress.completion_tokens,
-                        latency_ms=latency,
-                        error=progress.error,
-                        governance=reply_record,
-                    ),
-                ],
+                "assistant",
+                answered_text,
+                status=progress.status,
+                citations=citations,
+                tool_calls=progress.tool_records,
+                assistant_version=ctx.assistant.version,
+                model=progress.model,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
+                latency_ms=latency,
+                error=progress.error,
+                governance=reply_record,
             )
+            if draft is not None:
+                reply_turn = store.finish_turn(conn, dataclasses.replace(reply, id=draft.reply_id))
+            else:
+                asking = store.new_turn(conversation, "user", asked, governance=asked_record)
+                user_turn, reply_turn = store.add_turns(conn, conversation, [asking, reply])
             for fact in facts:
                 store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, reply_turn.id)
             if progress.handoff is not None:
@@ -713,7 +752,7 @@ class Runtime:
             # Every moderation hit goes to the review queue (and so to the audit log).
             output = progress.moderation
             for turn, record in (
-                (user_turn, asked_record.get("moderation")),
+                (user_turn, (asked_record or {}).get("moderation")),
                 (reply_turn, output if output and output["stage"] == "output" else None),
             ):
                 if record is not None:
@@ -739,6 +778,107 @@ class Runtime:
         if not gov.pii.redact_storage:
             return text, {}
         return self.governance.detector.redact(text, gov.pii.entities)
+
+    def _asked(
+        self, text: str, gov: OrgPolicy, verdict: Verdict
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The user's message as stored, and its governance record."""
+        asked, found = self._for_storage(text, gov)
+        record: dict[str, Any] = {}
+        if gov.pii.redact_storage:
+            record["masked"] = True
+        if found:
+            record["pii"] = found
+        if verdict.blocked:
+            record["moderation"] = verdict.record("input", gov.moderation.action)
+        return asked, record or None
+
+    def _reply_record(
+        self, ctx: _Context, progress: Progress, *, generated: bool
+    ) -> dict[str, Any]:
+        """The reply's governance record: its notices, and the provenance label's id and
+        producer when a model writes it (a draft carries them from the start, so a reply cut
+        off by a crash is still labelled)."""
+        gov = ctx.policy
+        record: dict[str, Any] = {"notices": [len(progress.prefix), len(progress.suffix)]}
+        if generated:
+            record.update(label_id=progress.label_id, producer=self.governance.producer(gov))
+        if progress.prefix and gov.disclosure.enabled and not ctx.disclosed:
+            record["disclosure"] = progress.prefix.split("\n\n", 1)[0]
+        if gov.pii.redact_storage:
+            record["masked"] = True
+        return record
+
+    # -- the draft: the exchange on record while the reply is written -----------------------
+
+    async def _open_draft(
+        self, ctx: _Context, inbound: Inbound, text: str, progress: Progress, verdict: Verdict
+    ) -> Drafted:
+        gov = ctx.policy
+        asked, asked_record = self._asked(text, gov, verdict)
+        record = {**self._reply_record(ctx, progress, generated=True), "draft": True}
+
+        def write(conn: Connection) -> Drafted:
+            new_user = not ctx.user.id
+            user = (
+                ctx.user
+                if not new_user
+                else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
+            )
+            conversation = ctx.conversation or store.create(
+                conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
+            )
+            now = datetime.now(UTC)
+            user_turn, reply_turn = store.add_turns(
+                conn,
+                conversation,
+                [
+                    store.new_turn(conversation, "user", asked, governance=asked_record),
+                    dataclasses.replace(
+                        store.new_turn(
+                            conversation,
+                            "assistant",
+                            "",
+                            status="generating",
+                            assistant_version=ctx.assistant.version,
+                            governance=record,
+                        ),
+                        updated_at=now,
+                    ),
+                ],
+            )
+            return Drafted(
+                user,
+                conversation,
+                user_turn,
+                reply_turn.id,
+                new_conversation=ctx.conversation is None,
+                new_user=new_user,
+            )
+
+        drafted = await self.db.write(write)
+        drafted.keeper = Draft(
+            self.db,
+            drafted.reply_id,
+            lambda: self._for_storage(progress.prefix + progress.answer, gov)[0],
+            flush_seconds=self.settings.reply_flush_seconds,
+            stale_seconds=self.settings.reply_stale_seconds,
+        )
+        drafted.keeper.start()
+        return drafted
+
+    async def _discard_draft(self, drafted: Drafted) -> None:
+        """The model failed before any text: the exchange is taken back (send it again)."""
+        with anyio.CancelScope(shield=True):
+            await self.db.write(
+                lambda conn: store.discard_draft(
+                    conn,
+                    drafted.conversation,
+                    [drafted.user_turn.id, drafted.reply_id],
+                    drop_conversation=drafted.new_conversation,
+                    drop_user=drafted.new_user,
+                )
+            )
 
     def _store_waiting(
         self, conn: Connection, ctx: _Context, text: str

@@ -86,6 +86,7 @@ class Turn:
     author: str | None = None
     # What governance did: label id and producer, disclosure, PII masked, moderation.
     governance: dict[str, Any] | None = None
+    updated_at: datetime | None = None  # last written (a reply is written while it streams)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class Turn:
             "author": self.author,
             "governance": self.governance,
             "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
 
 
@@ -341,6 +343,7 @@ def _turn(row: Any) -> Turn:
         error=row.error,
         author=row.author,
         governance=row.governance,
+        updated_at=aware(row.updated_at),
     )
 
 
@@ -379,6 +382,7 @@ def new_turn(
         error=error,
         author=author,
         governance=governance,
+        updated_at=None,
     )
 
 
@@ -402,6 +406,71 @@ def add_turns(conn: Connection, conversation: Conversation, new: Sequence[Turn])
         .values(updated_at=max(t.created_at for t in new))
     )
     return stored
+
+
+def finish_turn(conn: Connection, turn: Turn) -> Turn:
+    """Write ``turn`` (made by :func:`new_turn`, with the id of a stored draft) over the draft:
+    a reply is stored before it is written and finished in place."""
+    values = {
+        k: v
+        for k, v in dataclasses.asdict(turn).items()
+        if k not in ("id", "conversation_id", "role", "created_at")
+    }
+    values["updated_at"] = datetime.now(UTC)
+    conn.execute(update(turns).where(turns.c.id == turn.id).values(values))
+    conn.execute(
+        update(conversations)
+        .where(conversations.c.id == turn.conversation_id)
+        .values(updated_at=values["updated_at"])
+    )
+    return _turn(conn.execute(select(turns).where(turns.c.id == turn.id)).one())
+
+
+def touch_draft(conn: Connection, turn_id: int, content: str | None) -> None:
+    """A reply being written: its text so far (None: unchanged), and that it is alive."""
+    values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+    if content is not None:
+        values["content"] = content
+    conn.execute(
+        update(turns).where(turns.c.id == turn_id, turns.c.status == "generating").values(values)
+    )
+
+
+def discard_draft(
+    conn: Connection,
+    conversation: Conversation,
+    turn_ids: Sequence[int],
+    *,
+    drop_conversation: bool,
+    drop_user: bool,
+) -> None:
+    """Take back a stored exchange whose reply never started (the model failed first): its
+    turns, and the conversation and end user if they were made for it."""
+    conn.execute(delete(turns).where(turns.c.id.in_(list(turn_ids))))
+    if drop_conversation:
+        conn.execute(delete(conversations).where(conversations.c.id == conversation.id))
+        if drop_user:
+            others = conn.execute(
+                select(conversations.c.id)
+                .where(conversations.c.end_user_id == conversation.end_user_id)
+                .limit(1)
+            ).first()
+            if others is None:
+                conn.execute(delete(end_users).where(end_users.c.id == conversation.end_user_id))
+
+
+INTERRUPTED = "the server stopped while this reply was being written; it is kept as it stood"
+
+
+def interrupt_stale(conn: Connection, before: datetime) -> int:
+    """Mark ``interrupted`` the replies still ``generating`` that were last written before
+    ``before``: the process writing them is gone. How many there were."""
+    result = conn.execute(
+        update(turns)
+        .where(turns.c.status == "generating", turns.c.updated_at < before)
+        .values(status="interrupted", error=INTERRUPTED)
+    )
+    return int(result.rowcount or 0)
 
 
 def add_turn(

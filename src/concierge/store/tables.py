@@ -274,13 +274,17 @@ turns = Table(
     Column("prompt_tokens", Integer, nullable=False, default=0),
     Column("completion_tokens", Integer, nullable=False, default=0),
     Column("latency_ms", Float, nullable=True),
-    Column("status", String(20), nullable=False),  # complete | partial (stream cut) | failed
+    # complete | partial (client gone) | failed | generating (being written) | interrupted
+    Column("status", String(20), nullable=False),
     Column("error", Text, nullable=True),
     Column("author", String(200), nullable=True),  # the operator who wrote a human turn
     # What governance did: provenance label id, disclosure shown, PII redacted, moderation.
     Column("governance", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Written while the reply streams (status generating): a stale one is recovered.
+    Column("updated_at", DateTime(timezone=True), nullable=True),
     Index("ix_turns_conversation_id", "conversation_id"),
+    Index("ix_turns_status", "status"),
 )
 
 # Facts an assistant saved about an end user with its remember tool.

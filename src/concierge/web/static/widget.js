@@ -270,7 +270,7 @@
     if (turn.id <= state.lastTurn) return;
     state.lastTurn = turn.id;
     var div = bubble(turn.role, turn.content, turn.author);
-    if (turn.status === "partial") div.classList.add("partial");
+    if (turn.status === "partial" || turn.status === "interrupted") div.classList.add("partial");
     if (turn.role === "assistant") sources(div, turn.citations);
     if (turn.role === "assistant" && turn.model) reportButton(div, turn.id);
   }

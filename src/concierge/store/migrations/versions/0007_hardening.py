@@ -1,4 +1,9 @@
-"""Hardening: API key scopes split by what they may change.
+"""Hardening: API key scopes split by what they may change; replies on record while they are
+written.
+
+Turns get ``updated_at`` (a reply being written is saved about once a second; one nobody has
+saved for a while belongs to a process that stopped, and is marked ``interrupted``) and an
+index on ``status`` to find those.
 
 Before, ``admin`` reached every organisation and ``inference`` could rewrite assistants,
 tools and knowledge. Existing keys keep what they were made for and lose what they should never
@@ -63,7 +68,13 @@ def _rewrite(change: object) -> None:
 
 def upgrade() -> None:
     _rewrite(_migrated)
+    with op.batch_alter_table("turns") as batch:
+        batch.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_turns_status", "turns", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_turns_status", table_name="turns")
+    with op.batch_alter_table("turns") as batch:
+        batch.drop_column("updated_at")
     _rewrite(lambda scopes, _default: _restored(scopes))
