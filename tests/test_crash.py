@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
-from tests.conftest import ADMIN_KEY, LiveServer
+from concierge.app import Concierge
+from concierge.store import Database
+from concierge.store.tables import documents, ingestion_items, ingestion_jobs
+from tests.conftest import ADMIN_KEY, ROOT, LiveServer, make_settings
 from tests.scripted import DISCLOSED
 from tests.test_upstream import SlowUpstream
 
@@ -102,3 +110,103 @@ async def test_a_reply_cut_by_kill_9_is_kept_with_the_users_message(
     finally:
         await asyncio.to_thread(again.stop)
         await slow.server.close()
+
+
+STAGER = """
+import asyncio, sys
+from concierge.config import load_settings
+from concierge.knowledge import bases, staging
+from concierge.knowledge.ingest import Source
+from concierge.knowledge.service import Knowledge
+from concierge.models.registry import ModelRegistry
+from concierge.plugins import plugin_manager
+from concierge.store import Database
+
+staging.MAX_BATCH_ITEMS = 2  # many small transactions, so that a kill lands between two
+settings = load_settings()
+db = Database(settings.resolved_database_url)
+registry = ModelRegistry.from_plugins(plugin_manager(entry_points=False), settings)
+knowledge = Knowledge(db, registry, settings)
+kb = db.read_sync(lambda conn: bases.get(conn, int(sys.argv[1]), int(sys.argv[2])))
+sources = [
+    Source(f"f{i}.txt", (f"Document {i} is about topic{i}. " * 300).encode(), filename=f"f{i}.txt")
+    for i in range(40)
+]
+print("staging", flush=True)
+asyncio.run(knowledge.add(kb, sources))
+print("finished", flush=True)
+"""
+
+
+async def test_a_job_killed_while_staging_resumes_with_every_document(
+    tmp_path: Path, db_url: str, models_dir: Path, registry: Any
+) -> None:
+    settings = make_settings(tmp_path, db_url, models_dir, llm_enabled=False)
+    app = Concierge(settings, registry=registry, entry_points=False, preload_models=False)
+    await app.startup()
+    kb = await app.knowledge.create(1, "crash")
+    await app.shutdown()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        **_env(tmp_path, db_url, models_dir),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", STAGER, str(kb.org_id), str(kb.id)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    def counts() -> tuple[int, int]:
+        return app.db.read_sync(
+            lambda conn: (
+                conn.execute(select(func.count()).select_from(documents)).scalar_one(),
+                conn.execute(select(func.count()).select_from(ingestion_items)).scalar_one(),
+            )
+        )
+
+    app.db = Database(db_url)  # the first app's pool is closed; a fresh one to look
+    staged = left = 0
+    try:
+        for _ in range(600):
+            staged, left = counts()
+            if staged >= 4 and left:
+                break
+            await asyncio.sleep(0.02)
+        assert worker.poll() is None, "the worker finished before it could be killed"
+        os.kill(worker.pid, signal.SIGKILL)  # kill -9, mid-staging
+        worker.wait(30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert worker.stdout is not None
+        output = worker.stdout.read().decode()
+        worker.stdout.close()
+    assert "finished" not in output, output
+    staged, left = counts()
+    assert staged >= 4 and left >= 2 and staged + left == 40, (staged, left)
+    job_row = app.db.read_sync(lambda conn: conn.execute(select(ingestion_jobs)).one())
+    assert job_row.status == "staging" and job_row.total == 40
+    app.db.close()
+
+    again = Concierge(settings, registry=registry, entry_points=False, preload_models=False)
+    await again.startup()  # resumes: the sources left are staged, then all are processed
+    try:
+        for _ in range(300):
+            await again.knowledge.wait()
+            job = await again.knowledge.job(kb.org_id, job_row.id)
+            if job.status == "done":
+                break
+            await asyncio.sleep(0.1)
+        assert (job.status, job.total, job.done, job.failed) == ("done", 40, 40, 0), job
+        rows = await again.db.read(
+            lambda conn: conn.execute(select(documents.c.external_id, documents.c.status)).all()
+        )
+        assert sorted(r.external_id for r in rows) == sorted(f"f{i}.txt" for i in range(40))
+        assert {r.status for r in rows} == {"ready"}
+        hits = await again.knowledge.search(kb, "topic37", mode="bm25")
+        assert hits and hits[0].external_id == "f37.txt"
+    finally:
+        await again.shutdown()

@@ -412,14 +412,16 @@ async def test_server_start_resumes_pending_ingestion(
     await first.startup()
     kb = await first.knowledge.create(1, "resumed")
     ingestor = first.knowledge.ingestor(kb)
-    job_id = await first.db.write(lambda conn: ingestor.create_job(conn, kb, 2))
-    await ingestor.stage(
-        kb,
-        job_id,
-        [
-            Source("a.txt", b"Alpha text.", filename="a.txt"),
-            Source("b.txt", b"Beta text.", filename="b.txt"),
-        ],
+    sources = [
+        Source("a.txt", b"Alpha text.", filename="a.txt"),
+        Source("b.txt", b"Beta text.", filename="b.txt"),
+        Source("c.txt", b"Gamma text.", filename="c.txt"),
+    ]
+    job_id = await first.db.write(lambda conn: ingestor.create_job(conn, kb, sources))
+    await ingestor.stage(kb, job_id)
+    # A job recorded and never staged (the process died first) is staged at the next start.
+    unstaged = await first.db.write(
+        lambda conn: ingestor.create_job(conn, kb, [Source("d.txt", b"Delta.", filename="d.txt")])
     )
     await first.shutdown()  # staged, never processed
 
@@ -428,9 +430,13 @@ async def test_server_start_resumes_pending_ingestion(
     try:
         await second.knowledge.wait(kb.id)
         job = await second.knowledge.job(1, job_id)
-        assert (job.status, job.done) == ("done", 2)
+        assert (job.status, job.done) == ("done", 3)
         hits = await second.knowledge.search(kb, "beta", mode="bm25")
         assert [h.external_id for h in hits] == ["b.txt"]
+        job = await second.knowledge.job(1, unstaged)
+        assert (job.status, job.done, job.total) == ("done", 1, 1)
+        hits = await second.knowledge.search(kb, "delta", mode="bm25")
+        assert [h.external_id for h in hits] == ["d.txt"]
     finally:
         await second.shutdown()
 

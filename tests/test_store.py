@@ -235,6 +235,21 @@ EXPECTED = {
         "released_by",
     },
     "scheduled_jobs": {"name", "next_run_at", "last_run_at", "last_status", "last_result"},
+    "ingestion_items": {
+        "id",
+        "job_id",
+        "kb_id",
+        "external_id",
+        "data",
+        "record",
+        "url",
+        "filename",
+        "content_type",
+        "source",
+        "metadata",
+        "error",
+        "size",
+    },
 }
 
 

@@ -154,8 +154,11 @@ async def add_documents(kb: str, request: Request, key: KnowledgeKey) -> JSON:
             )
             for d in body.documents
         ]
-        for u in body.urls:
-            sources.append(await knowledge.fetch_source(u.url, u.id, u.metadata))
+        # Fetched when staged (under the egress policy), so they are on record first.
+        sources += [
+            Source(u.id or u.url, url=u.url, source=u.url, metadata=dict(u.metadata))
+            for u in body.urls
+        ]
     else:
         raise UnsupportedDocumentType(
             f"send documents as multipart/form-data (files) or application/json, not {kind}"

@@ -1,17 +1,22 @@
 """Ingestion: documents in, searchable chunks out, in two resumable steps.
 
-1. **Stage.** Each source is parsed (in a worker thread) and stored with its original bytes,
-   extracted text, metadata and SHA-256 as a *pending* document, in batches. An unchanged
+0. **The job.** The job and all its sources are written in one transaction
+   (:mod:`concierge.knowledge.staging`): nothing is lost between the request and the work.
+1. **Stage.** Each source is fetched (a URL), parsed (in a worker process, with time and
+   memory limits: :mod:`concierge.knowledge.sandbox`) and stored with its original bytes,
+   extracted text, metadata and SHA-256 as a *pending* document, in batches; each batch's
+   sources leave the job in the transaction that stores their documents. An unchanged
    document (same hash, already ready) is skipped; a changed one is updated in place and stays
    searchable in its old form until step 2 replaces it. A source that cannot be parsed is an
    error of its own job and stops nothing else.
 2. **Process.** Pending documents are taken in batches: chunked, embedded, and then written in
    one transaction per batch that replaces each document's chunks and marks it ready.
 
-Everything between the two steps is in the database, so a process killed at any moment
-(``kill -9`` included) leaves no half-written document: on the next run, :meth:`process`
-picks up the pending ones and the result is the same as an uninterrupted run, with no chunk
-missing or doubled.
+Everything between the steps is in the database, so a process killed at any moment
+(``kill -9`` included) leaves no half-written document and no source forgotten: on the next
+run, :meth:`stage` takes the job's remaining sources and :meth:`process` the pending
+documents, and the result is the same as an uninterrupted run, with no chunk missing or
+doubled.
 """
 
 from __future__ import annotations
@@ -19,17 +24,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from concierge.errors import InvalidDocument, NotFound
-from concierge.knowledge import bases
+from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
 from concierge.knowledge.parsers import (
@@ -63,6 +67,11 @@ class Source:
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     error: InvalidDocument | None = None
+    url: str | None = None  # a document to fetch when it is staged
+
+
+Fetcher = Callable[[str, str, dict[str, Any]], Awaitable[Source]]
+"""``(url, external_id, metadata)`` to the fetched source (or one carrying the fetch error)."""
 
 
 def corpus_sources(
@@ -159,13 +168,16 @@ class Ingestor:
         count_tokens: TokenCounter,
         sandbox: Sandbox,
         batch_documents: int = 64,
+        fetch: Fetcher | None = None,
     ) -> None:
-        """``sandbox``: the worker processes documents are parsed in (never this process)."""
+        """``sandbox``: the worker processes documents are parsed in (never this process);
+        ``fetch``: how URL sources are fetched (under the server's egress policy)."""
         self.db = db
         self.embedder = embedder
         self.count_tokens = count_tokens
         self.sandbox = sandbox
         self.batch_documents = batch_documents
+        self.fetch = fetch
 
     # -- the whole thing -------------------------------------------------------------------
 
@@ -173,44 +185,48 @@ class Ingestor:
         self, kb: KnowledgeBase, sources: Iterable[Source], progress: Progress | None = None
     ) -> JobStatus:
         items = list(sources)
-        job_id = await self.db.write(lambda conn: self.create_job(conn, kb, len(items)))
-        await self.stage(kb, job_id, items, progress)
+        job_id = await self.db.write(lambda conn: self.create_job(conn, kb, items))
+        await self.stage(kb, job_id, progress)
         await self.process(kb, progress)
         return await self.db.read(lambda conn: get_job(conn, kb.org_id, job_id))
 
     # -- step 1: parse and store -----------------------------------------------------------
 
-    def create_job(self, conn: Connection, kb: KnowledgeBase, total: int) -> int:
-        values = {
-            "kb_id": kb.id,
-            "org_id": kb.org_id,
-            "status": "running",
-            "total": total,
-            "done": 0,
-            "failed": 0,
-            "skipped": 0,
-            "errors": [],
-            "created_at": datetime.now(UTC),
-        }
-        key = conn.execute(insert(ingestion_jobs).values(values)).inserted_primary_key
-        assert key is not None
-        return int(key[0])
+    def create_job(self, conn: Connection, kb: KnowledgeBase, sources: Sequence[Source]) -> int:
+        """The job with all its sources, in the caller's transaction (``staging``)."""
+        return staging.create_job(conn, kb, sources)
 
-    async def stage(
-        self,
-        kb: KnowledgeBase,
-        job_id: int,
-        sources: Sequence[Source],
-        progress: Progress | None = None,
-    ) -> None:
-        iterator = iter(sources)
-        while batch := list(islice(iterator, 64)):
-            parsed = await asyncio.to_thread(lambda b=batch: [self._parse(s) for s in b])  # type: ignore[misc]
+    async def stage(self, kb: KnowledgeBase, job_id: int, progress: Progress | None = None) -> None:
+        """Stage the job's sources still waiting, a batch per transaction, until none is left
+        (a later call, after a crash, goes on where this one stopped)."""
+        while batch := await self.db.read(lambda conn: staging.next_batch(conn, job_id)):
+            sources = [await self._source(item) for item in batch]
+            parsed = await asyncio.to_thread(lambda s=sources: [self._parse(x) for x in s])  # type: ignore[misc]
+            ids = [item.id for item in batch]
             status = await self.db.write(
-                lambda conn, p=parsed: self._store(conn, kb, job_id, p)  # type: ignore[misc]
+                lambda conn, p=parsed, i=ids: self._store(conn, kb, job_id, p, i)  # type: ignore[misc]
             )
             if progress:
                 progress(status)
+        await self.db.write(lambda conn: staging.staged(conn, job_id))
+
+    async def _source(self, item: staging.Item) -> Source:
+        source = Source(
+            item.external_id,
+            item.data,
+            record=item.record,
+            filename=item.filename,
+            content_type=item.content_type,
+            source=item.source,
+            metadata=item.metadata,
+            error=staging.error_of(item),
+        )
+        if item.url is None or source.error is not None:
+            return source
+        if self.fetch is None:
+            source.error = InvalidDocument("URLs cannot be fetched here", param="url")
+            return source
+        return await self.fetch(item.url, item.external_id, item.metadata)
 
     def _parse(self, source: Source) -> _Parsed:
         raw = source.data
@@ -230,8 +246,16 @@ class Ingestor:
         return _Parsed(source, doc, None, digest, size)
 
     def _store(
-        self, conn: Connection, kb: KnowledgeBase, job_id: int, batch: list[_Parsed]
+        self,
+        conn: Connection,
+        kb: KnowledgeBase,
+        job_id: int,
+        parsed: list[_Parsed],
+        item_ids: Sequence[int],
     ) -> JobStatus:
+        # Only the sources this transaction takes off the job (another worker may have).
+        mine = staging.take(conn, item_ids)
+        batch = [p for p, item in zip(parsed, item_ids, strict=True) if item in mine]
         ids = [p.source.external_id for p in batch]
         existing = {
             row.external_id: row
@@ -527,7 +551,7 @@ class Ingestor:
             update(ingestion_jobs)
             .where(
                 ingestion_jobs.c.kb_id == kb.id,
-                ingestion_jobs.c.status == "running",
+                ingestion_jobs.c.status == "running",  # not while sources wait to be staged
                 pending == 0,
             )
             .values(status="done", finished_at=datetime.now(UTC))

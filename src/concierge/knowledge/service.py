@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select
 from concierge.config import Settings
 from concierge.egress import Egress, EgressPolicy
 from concierge.errors import ConciergeError
-from concierge.knowledge import bases
+from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.fetch import fetch
 from concierge.knowledge.ingest import Ingestor, JobStatus, Progress, Source, get_job
@@ -60,6 +60,7 @@ class Knowledge:
         )
         self.index = SearchIndex(db)
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._staging: set[asyncio.Task[None]] = set()
         self._dirty: set[int] = set()
 
     # -- knowledge bases -------------------------------------------------------------------
@@ -95,18 +96,40 @@ class Knowledge:
             count_tokens=embedder.count_tokens,
             sandbox=self.sandbox,
             batch_documents=self.settings.knowledge_batch_documents,
+            fetch=self.fetch_source,
         )
 
     # -- ingestion -------------------------------------------------------------------------
 
     async def add(self, kb: KnowledgeBase, sources: Sequence[Source]) -> JobStatus:
-        """Stage ``sources`` as one job and process them in the background; the job as staged
-        (each source that could not be parsed is already counted as failed, with its error)."""
+        """Record ``sources`` as one job (atomically), stage them and process them in the
+        background; the job as staged (each source that could not be fetched or parsed is
+        already counted as failed, with its error).
+
+        Staging runs in a task of its own: a caller that goes away (a client that hangs up)
+        does not stop it, and one that a crash stops is resumed at the next start."""
         ingestor = self.ingestor(kb)
-        job_id = await self.db.write(lambda conn: ingestor.create_job(conn, kb, len(sources)))
-        await ingestor.stage(kb, job_id, sources)
-        self.schedule(kb)
+        job_id = await self.db.write(lambda conn: ingestor.create_job(conn, kb, sources))
+        await asyncio.shield(self._stage(kb, job_id))
         return await self.job(kb.org_id, job_id)
+
+    def _stage(self, kb: KnowledgeBase, job_id: int) -> asyncio.Task[None]:
+        """A task that stages the job, then has its documents processed."""
+
+        async def run() -> None:
+            try:
+                await self.ingestor(kb).stage(kb, job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("staging job %s failed; it resumes at the next start", job_id)
+                raise
+            self.schedule(kb)
+
+        task = asyncio.create_task(run(), name=f"staging-{job_id}")
+        self._staging.add(task)
+        task.add_done_callback(self._staging.discard)
+        return task
 
     async def fetch_source(
         self, url: str, external_id: str | None = None, metadata: Mapping[str, Any] | None = None
@@ -172,12 +195,21 @@ class Knowledge:
             self._tasks.pop(kb.id, None)
 
     async def resume(self) -> int:
-        """Schedule every knowledge base with pending documents; how many there were."""
+        """Stage every job a stopped process left staging, and schedule every knowledge base
+        with pending documents; how many knowledge bases there were."""
 
         def pending(conn: Connection) -> list[Any]:
             ids = select(documents.c.kb_id).where(documents.c.status == "pending").distinct()
             return list(conn.execute(select(knowledge_bases).where(knowledge_bases.c.id.in_(ids))))
 
+        for org_id, kb_id, job_id in await self.db.read(staging.unfinished):
+            try:
+                kb = await self.get(org_id, kb_id)
+                self.embedder(kb)
+            except ConciergeError as exc:
+                log.warning("ingestion job %s cannot resume: %s", job_id, exc)
+                continue
+            self._stage(kb, job_id)
         rows = await self.db.read(pending)
         for row in rows:
             kb = await self.get(row.org_id, row.id)
@@ -193,13 +225,14 @@ class Knowledge:
         """Wait until background ingestion (of one knowledge base, or all) is idle."""
         while True:
             tasks = [t for k, t in self._tasks.items() if kb_id is None or k == kb_id]
+            tasks += list(self._staging)
             if not tasks:
                 return
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop background work; what is left stays pending for the next start."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._staging]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

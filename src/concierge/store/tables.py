@@ -159,7 +159,7 @@ ingestion_jobs = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("kb_id", Integer, ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
     Column("org_id", Integer, nullable=False),
-    Column("status", String(20), nullable=False),  # queued | running | done | failed
+    Column("status", String(20), nullable=False),  # staging | running | done
     Column("total", Integer, nullable=False, default=0),
     Column("done", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
@@ -167,6 +167,27 @@ ingestion_jobs = Table(
     Column("errors", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# A job's sources, written in the job's own transaction and removed, each in the transaction
+# that stages it: a process killed while staging leaves exactly the sources still to do.
+ingestion_items = Table(
+    "ingestion_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("ingestion_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("kb_id", Integer, nullable=False),
+    Column("external_id", String(500), nullable=False),
+    Column("data", LargeBinary, nullable=True),  # a file's bytes
+    Column("record", JSON, nullable=True),  # a text record: title, text
+    Column("url", Text, nullable=True),  # fetched when staged
+    Column("filename", Text, nullable=True),
+    Column("content_type", String(200), nullable=True),
+    Column("source", Text, nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("error", Text, nullable=True),  # known bad already (a corpus line that is not JSON)
+    Column("size", BigInteger, nullable=False, default=0),
+    Index("ix_ingestion_items_job_id", "job_id", "id"),
 )
 
 # Files uploaded through OpenAI's /v1/files, to be added to vector stores (knowledge bases).

@@ -3,7 +3,8 @@ written.
 
 Turns get ``updated_at`` (a reply being written is saved about once a second; one nobody has
 saved for a while belongs to a process that stopped, and is marked ``interrupted``) and an
-index on ``status`` to find those.
+index on ``status`` to find those. ``ingestion_items`` holds a job's sources, written with the
+job and removed as each is staged, so staging is atomic and resumes after a crash.
 
 Before, ``admin`` reached every organisation and ``inference`` could rewrite assistants,
 tools and knowledge. Existing keys keep what they were made for and lose what they should never
@@ -32,6 +33,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _keys = sa.table(
     "api_keys", sa.column("id", sa.Integer), sa.column("org_id"), sa.column("scopes", sa.String)
 )
@@ -71,9 +73,35 @@ def upgrade() -> None:
     with op.batch_alter_table("turns") as batch:
         batch.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_turns_status", "turns", ["status"])
+    op.create_table(
+        "ingestion_items",
+        sa.Column("id", BigId, autoincrement=True, nullable=False),
+        sa.Column("job_id", BigId, nullable=False),
+        sa.Column("kb_id", sa.Integer(), nullable=False),
+        sa.Column("external_id", sa.String(500), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
+        sa.Column("record", sa.JSON(), nullable=True),
+        sa.Column("url", sa.Text(), nullable=True),
+        sa.Column("filename", sa.Text(), nullable=True),
+        sa.Column("content_type", sa.String(200), nullable=True),
+        sa.Column("source", sa.Text(), nullable=True),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["ingestion_jobs.id"],
+            name="fk_ingestion_items_job_id_ingestion_jobs",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_ingestion_items"),
+    )
+    op.create_index("ix_ingestion_items_job_id", "ingestion_items", ["job_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ingestion_items_job_id", table_name="ingestion_items")
+    op.drop_table("ingestion_items")
     op.drop_index("ix_turns_status", table_name="turns")
     with op.batch_alter_table("turns") as batch:
         batch.drop_column("updated_at")
