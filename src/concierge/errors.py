@@ -17,6 +17,7 @@ client: an unexpected exception becomes a 500 with a generic message and is logg
     ├── NotFound                        404  not_found_error
     │   └── ModelNotFound               404  not_found_error / model_not_found
     ├── Conflict                        409  conflict_error
+    ├── PreconditionFailed              412  conflict_error / version_mismatch (If-Match)
     ├── PayloadTooLarge                 413  invalid_request_error / payload_too_large
     ├── RateLimited                     429  rate_limit_error (carries Retry-After)
     │   └── QuotaExceeded               429  insufficient_quota
@@ -115,6 +116,15 @@ class ModelNotFound(NotFound):
 class Conflict(ConciergeError):
     status = 409
     type = "conflict_error"
+
+
+class PreconditionFailed(ConciergeError):
+    """``If-Match`` named a version that is no longer the current one: someone else changed
+    the object since the caller read it."""
+
+    status = 412
+    type = "conflict_error"
+    code = "version_mismatch"
 
 
 class PayloadTooLarge(ConciergeError):

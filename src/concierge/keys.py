@@ -31,7 +31,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from concierge import orgs
 from concierge.errors import InvalidRequest, NotFound
 from concierge.governance import audit
-from concierge.store import aware, id_is
+from concierge.store import aware, id_is, lock
 from concierge.store.tables import api_keys, organizations
 
 KEY_PREFIX = "sk-cc-"
@@ -290,6 +290,7 @@ def widget_key(conn: Connection, org_id: int) -> ApiKey:
     revoking it switches the widget off for the organisation (a revoked key is returned, and
     the caller refuses).
     """
+    lock(conn, "widget_key", org_id)  # two first visitors at once make one key, not two
     query = (
         _select()
         .where(api_keys.c.org_id == org_id, api_keys.c.name == WIDGET_KEY_NAME)

@@ -98,5 +98,11 @@ def list_all(conn: Connection) -> list[Organization]:
 
 
 def ensure(conn: Connection, slug: str, name: str | None = None) -> Organization:
+    """The organisation, made if it does not exist (by this call or, meanwhile, another)."""
     row = conn.execute(select(organizations).where(organizations.c.slug == slug)).first()
-    return _row(row) if row is not None else create(conn, slug, name)
+    if row is not None:
+        return _row(row)
+    try:
+        return create(conn, slug, name)
+    except Conflict:  # two replicas starting at once: the other one made it
+        return get(conn, slug)

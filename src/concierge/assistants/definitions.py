@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from concierge import names, regex
 from concierge.egress import normalise_host, origin
-from concierge.errors import Conflict, InvalidRequest, NotFound
+from concierge.errors import Conflict, InvalidRequest, NotFound, PreconditionFailed
 from concierge.governance import audit
 from concierge.governance.policy import AssistantGovernance
 from concierge.store import aware, id_is
@@ -325,11 +325,16 @@ def update_config(
     name: str | None = None,
     changes: dict[str, Any] | None = None,
     actor: str = "system",
+    expected_version: int | None = None,
 ) -> Assistant:
     """Apply ``changes`` (fields of :class:`AssistantConfig`) and a new name; writes the next
     version, unless nothing changed. A tool sent with a header value of ``********`` keeps the
-    value it had (the API never shows it, so clients send it back as shown)."""
-    current = get(conn, org_id, ref)
+    value it had (the API never shows it, so clients send it back as shown).
+
+    The row is locked before the definition is read, so concurrent changes apply one after
+    the other, each to the result of the one before (none is lost); ``expected_version`` (a
+    client's If-Match) must be the current version."""
+    current = _locked(conn, org_id, ref, expected_version)
     merged = current.config.model_dump()
     for key, value in (changes or {}).items():
         merged[key] = value
@@ -338,11 +343,7 @@ def update_config(
     new_name = validate_name(name) if name is not None else current.name
     if config == current.config and new_name == current.name:
         return current
-    # The row lock orders concurrent updates: each gets its own version number.
-    locked = conn.execute(
-        select(assistants.c.version).where(assistants.c.id == current.id).with_for_update()
-    ).one()
-    number = int(locked.version) + 1
+    number = current.version + 1
     now = datetime.now(UTC)
     stored = config.model_dump(mode="json")
     try:
@@ -375,6 +376,21 @@ def update_config(
         },
     )
     return get(conn, org_id, current.id)
+
+
+def _locked(conn: Connection, org_id: int, ref: int | str, expected: int | None) -> Assistant:
+    """The live assistant, its row locked until the transaction ends (PostgreSQL; SQLite's
+    writes run one at a time anyway), read after the lock is held."""
+    found = get(conn, org_id, ref)
+    conn.execute(select(assistants.c.id).where(assistants.c.id == found.id).with_for_update())
+    current = get(conn, org_id, found.id)
+    if expected is not None and expected != current.version:
+        raise PreconditionFailed(
+            f"assistant '{current.name}' is at version {current.version}, not {expected}: it "
+            "changed since you read it; read it again and repeat your change",
+            param="If-Match",
+        )
+    return current
 
 
 def _keep_secrets(merged: dict[str, Any], current: AssistantConfig) -> None:
@@ -427,8 +443,15 @@ def versions(conn: Connection, assistant: Assistant) -> list[tuple[int, datetime
     return [(int(r.version), aware(r.created_at)) for r in rows]
 
 
-def archive(conn: Connection, org_id: int, ref: int | str, *, actor: str = "system") -> Assistant:
-    found = get(conn, org_id, ref)
+def archive(
+    conn: Connection,
+    org_id: int,
+    ref: int | str,
+    *,
+    actor: str = "system",
+    expected_version: int | None = None,
+) -> Assistant:
+    found = _locked(conn, org_id, ref, expected_version)
     conn.execute(
         update(assistants).where(assistants.c.id == found.id).values(archived_at=datetime.now(UTC))
     )

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import InvalidRequest, NotFound
-from concierge.store import aware, id_is
+from concierge.store import aware, id_is, lock
 from concierge.store.tables import conversations, end_users, memories, turns
 
 Status = Literal["assistant", "handoff", "human"]
@@ -516,6 +516,7 @@ def remember(
     fact = " ".join(fact.split())
     if not fact:
         raise InvalidRequest("a memory needs some text", param="fact")
+    lock(conn, "memories", user.id)  # the duplicate check and the cap hold under concurrency
     existing = memories_of(conn, org_id, assistant_id, user)
     same = next((m for m in existing if m.fact.lower() == fact.lower()), None)
     if same is not None:

@@ -12,6 +12,7 @@ from concierge.assistants.definitions import Assistant, AssistantConfig
 from concierge.errors import NotFound
 from concierge.gateway.auth import AdminKey, InferenceKey, admin_key
 from concierge.gateway.body import json_body, parse
+from concierge.gateway.preconditions import etag, if_match
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import AssistantIn, AssistantUpdate, RowId
 from concierge.gateway.state import concierge
@@ -51,7 +52,7 @@ async def create_assistant(request: Request) -> JSON:
         return definitions.create(conn, key.org_id, body.name, config, actor=key.actor)
 
     made = await concierge(request).db.write(write)
-    return JSON(made.to_dict(), status_code=201)
+    return JSON(made.to_dict(), status_code=201, headers=etag(made.version))
 
 
 @router.get("", summary="List assistants")
@@ -65,7 +66,7 @@ async def get_assistant(assistant: str, request: Request, key: InferenceKey) -> 
     found = await concierge(request).db.read(
         lambda conn: definitions.get(conn, key.org_id, assistant)
     )
-    return JSON(found.to_dict())
+    return JSON(found.to_dict(), headers=etag(found.version))
 
 
 @router.patch(
@@ -78,21 +79,32 @@ async def update_assistant(assistant: str, request: Request) -> JSON:
     body = await parse(request, AssistantUpdate)
     changes = body.model_dump(exclude_unset=True)
     name = changes.pop("name", None)
+    expected = if_match(request)
 
     def write(conn: Any) -> Assistant:
         updated = definitions.update_config(
-            conn, key.org_id, assistant, name=name, changes=changes, actor=key.actor
+            conn,
+            key.org_id,
+            assistant,
+            name=name,
+            changes=changes,
+            actor=key.actor,
+            expected_version=expected,
         )
         _check(request, conn, key.org_id, updated.config)
         return updated
 
-    return JSON((await concierge(request).db.write(write)).to_dict())
+    done = await concierge(request).db.write(write)
+    return JSON(done.to_dict(), headers=etag(done.version))
 
 
 @router.delete("/{assistant}", summary="Archive an assistant (its conversations are kept)")
 async def delete_assistant(assistant: str, request: Request, key: AdminKey) -> JSON:
+    expected = if_match(request)
     gone = await concierge(request).db.write(
-        lambda conn: definitions.archive(conn, key.org_id, assistant, actor=key.actor)
+        lambda conn: definitions.archive(
+            conn, key.org_id, assistant, actor=key.actor, expected_version=expected
+        )
     )
     return JSON({"id": gone.id, "object": "assistant.deleted", "deleted": True})
 

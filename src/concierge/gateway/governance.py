@@ -32,6 +32,7 @@ from concierge.gateway.auth import (
     manages,
 )
 from concierge.gateway.body import json_body, parse
+from concierge.gateway.preconditions import etag, if_match
 from concierge.gateway.responses import AI_HEADERS, JSON
 from concierge.gateway.schemas import (
     MAX_ID,
@@ -86,9 +87,10 @@ def _org(conn: Connection, slug: str, key: ApiKey) -> int:
 
 @admin.get("/orgs/{org}/policy", summary="An organisation's governance policy")
 async def get_policy(org: str, request: Request, key: AdminKey) -> JSON:
-    return JSON(
-        await concierge(request).db.read(lambda conn: policies.describe(conn, _org(conn, org, key)))
+    found = await concierge(request).db.read(
+        lambda conn: policies.describe(conn, _org(conn, org, key))
     )
+    return JSON(found, headers=etag(found["version"]))
 
 
 @admin.put(
@@ -99,13 +101,15 @@ async def get_policy(org: str, request: Request, key: AdminKey) -> JSON:
 async def put_policy(org: str, request: Request) -> JSON:
     key = await admin_key(request)
     body = await parse(request, OrgPolicy)
+    expected = if_match(request)
 
     def write(conn: Connection) -> dict[str, Any]:
         org_id = _org(conn, org, key)
-        policies.put(conn, org_id, body, actor=key.actor)
+        policies.put(conn, org_id, body, actor=key.actor, expected_version=expected)
         return policies.describe(conn, org_id)
 
-    return JSON(await concierge(request).db.write(write))
+    done = await concierge(request).db.write(write)
+    return JSON(done, headers=etag(done["version"]))
 
 
 @admin.patch(
@@ -116,13 +120,15 @@ async def put_policy(org: str, request: Request) -> JSON:
 async def patch_policy(org: str, request: Request) -> JSON:
     key = await admin_key(request)
     body = await parse(request, PolicyPatch)
+    expected = if_match(request)
 
     def write(conn: Connection) -> dict[str, Any]:
         org_id = _org(conn, org, key)
-        policies.patch(conn, org_id, body.root, actor=key.actor)
+        policies.patch(conn, org_id, body.root, actor=key.actor, expected_version=expected)
         return policies.describe(conn, org_id)
 
-    return JSON(await concierge(request).db.write(write))
+    done = await concierge(request).db.write(write)
+    return JSON(done, headers=etag(done["version"]))
 
 
 # -- the audit log ---------------------------------------------------------------------------

@@ -250,12 +250,14 @@ def resolve(
             f"resolution must be one of {', '.join(RESOLUTIONS)}", param="resolution"
         )
     current = get(conn, org_id, report_id)
+    already = Conflict(f"report {report_id} is already resolved")
     if current.status != "open":
         raise Conflict(f"report {report_id} is already resolved ({current.resolution})")
     now = datetime.now(UTC)
-    conn.execute(
+    # Only an open report is resolved: of two people resolving it at once, one is told so.
+    result = conn.execute(
         update(reports)
-        .where(reports.c.id == report_id)
+        .where(reports.c.id == report_id, reports.c.status == "open")
         .values(
             status="resolved",
             resolution=resolution,
@@ -264,6 +266,8 @@ def resolve(
             resolved_by=actor[:200],
         )
     )
+    if result.rowcount != 1:
+        raise already
     audit.record(
         conn,
         "report.resolved",

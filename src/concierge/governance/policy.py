@@ -28,9 +28,9 @@ from pydantic import (
 from sqlalchemy import Connection, insert, select, update
 
 from concierge import regex
-from concierge.errors import InvalidRequest
+from concierge.errors import InvalidRequest, PreconditionFailed
 from concierge.governance import audit
-from concierge.store import aware
+from concierge.store import aware, lock
 from concierge.store.tables import org_policies
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
@@ -378,9 +378,31 @@ def _changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -> dict[s
     return out
 
 
-def put(conn: Connection, org_id: int, policy: OrgPolicy, *, actor: str) -> int:
+def _locked(conn: Connection, org_id: int, expected: int | None) -> tuple[OrgPolicy, int]:
+    """The policy as it stands, with every other writer of this organisation's policy held
+    off until this transaction ends (two replicas patching at once both take effect, one
+    after the other); ``expected`` (a client's If-Match) must be its version."""
+    lock(conn, "org_policy", org_id)
+    current, version = get(conn, org_id)
+    if expected is not None and expected != version:
+        raise PreconditionFailed(
+            f"the policy is at version {version}, not {expected}: it changed since you read "
+            "it; read it again and repeat your change",
+            param="If-Match",
+        )
+    return current, version
+
+
+def put(
+    conn: Connection,
+    org_id: int,
+    policy: OrgPolicy,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> int:
     """Replace the organisation's policy; audited. Returns the new version."""
-    old, version = get(conn, org_id)
+    old, version = _locked(conn, org_id, expected_version)
     changes = _changes(old.model_dump(), policy.model_dump())
     if not changes:
         return version
@@ -413,13 +435,21 @@ def put(conn: Connection, org_id: int, policy: OrgPolicy, *, actor: str) -> int:
     return version + 1
 
 
-def patch(conn: Connection, org_id: int, changes: Any, *, actor: str) -> int:
-    """Merge ``changes`` (a partial policy, nested objects merged) into the current policy."""
+def patch(
+    conn: Connection,
+    org_id: int,
+    changes: Any,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> int:
+    """Merge ``changes`` (a partial policy, nested objects merged) into the current policy,
+    as it stands once this transaction holds it."""
     if not isinstance(changes, dict):
         raise InvalidRequest("the policy must be a JSON object", param="policy")
-    current, _ = get(conn, org_id)
+    current, version = _locked(conn, org_id, expected_version)
     merged = _merge(current.model_dump(), changes)
-    return put(conn, org_id, parse(merged), actor=actor)
+    return put(conn, org_id, parse(merged), actor=actor, expected_version=version)
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from concierge.knowledge.parsers import (
 )
 from concierge.knowledge.sandbox import Sandbox
 from concierge.models.base import EmbeddingModel
-from concierge.store import Database, aware
+from concierge.store import Database, aware, lock
 from concierge.store.tables import chunks, documents, ingestion_jobs
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,9 @@ class Ingestor:
         parsed: list[_Parsed],
         item_ids: Sequence[int],
     ) -> JobStatus:
-        # Only the sources this transaction takes off the job (another worker may have).
+        # One staging writer per knowledge base at a time (two jobs may carry the same
+        # document), and only the sources this transaction takes off the job.
+        lock(conn, "kb_documents", kb.id)
         mine = staging.take(conn, item_ids)
         batch = [p for p, item in zip(parsed, item_ids, strict=True) if item in mine]
         ids = [p.source.external_id for p in batch]
@@ -334,7 +336,9 @@ class Ingestor:
                 )
             else:
                 conn.execute(update(documents).where(documents.c.id == old.id).values(**values))
-        job = conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+        job = conn.execute(
+            select(ingestion_jobs).where(ingestion_jobs.c.id == job_id).with_for_update()
+        ).one()
         conn.execute(
             update(ingestion_jobs)
             .where(ingestion_jobs.c.id == job_id)
@@ -522,7 +526,9 @@ class Ingestor:
         bases.bump_version(conn, kb.id)
         statuses = []
         for job_id in sorted(set(done) | set(failed)):
-            job = conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+            job = conn.execute(
+                select(ingestion_jobs).where(ingestion_jobs.c.id == job_id).with_for_update()
+            ).one()
             conn.execute(
                 update(ingestion_jobs)
                 .where(ingestion_jobs.c.id == job_id)

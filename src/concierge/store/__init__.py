@@ -12,6 +12,7 @@ back on any exception: nothing half-written.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     false,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -65,6 +67,20 @@ def aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def lock(conn: Connection, namespace: str, key: int) -> None:
+    """Serialise this transaction with any other that takes the same lock, until it ends.
+
+    For read-then-write on something that may not have a row yet (a first policy): PostgreSQL
+    takes a transaction-level advisory lock; SQLite needs none, since its writes already run one
+    at a time (``BEGIN IMMEDIATE``, one writer thread per process)."""
+    if conn.dialect.name == "postgresql":
+        space = zlib.crc32(namespace.encode()) & 0x7FFFFFFF
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": space, "key": key & 0x7FFFFFFF},
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
