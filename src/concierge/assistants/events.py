@@ -9,6 +9,7 @@ from typing import Any
 from concierge.assistants.prompt import HistoryTurn, Passage
 from concierge.conversations.store import Conversation, Turn
 from concierge.governance.labels import new_produce_id
+from concierge.models.base import TokenCount, total
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Progress:
     memories: list[str] = field(default_factory=list)
     handoff: str | None = None
     model: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    # One per model call, kept current by the backend while it works (a reply cut short is
+    # stored and metered with what it really used).
+    counts: list[TokenCount] = field(default_factory=list)
     status: str = "complete"
     error: str | None = None
     prefix: str = ""  # notices before the answer: AI disclosure, an explicit label
@@ -85,6 +87,14 @@ class Progress:
     prefix_sent: bool = False
     moderation: dict[str, Any] | None = None  # the output check that fired
     label_id: str = field(default_factory=new_produce_id)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return total(self.counts).prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return total(self.counts).completion_tokens
 
     @property
     def answer(self) -> str:

@@ -79,10 +79,10 @@ from concierge.models.base import (
     Message,
     Model,
     TextDelta,
+    TokenCount,
     ToolCall,
     ToolCallDelta,
     ToolSpec,
-    Usage,
 )
 from concierge.models.registry import ModelRegistry, generate_batches
 from concierge.store import Database
@@ -243,8 +243,13 @@ class Runtime:
 
     # -- the pipeline ----------------------------------------------------------------------
 
-    async def reply(self, inbound: Inbound) -> AsyncGenerator[ReplyEvent, None]:
-        """Run the pipeline for ``inbound``; the last event is :class:`Completed`."""
+    async def reply(
+        self, inbound: Inbound, spent: list[TokenCount] | None = None
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Run the pipeline for ``inbound``; the last event is :class:`Completed`.
+
+        ``spent`` receives the token count of each model call as it happens, so a caller
+        metering a reply that never completes (the client left) knows what it cost."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         text = inbound.text.strip()
@@ -262,7 +267,7 @@ class Runtime:
             yield Completed(stored[0], stored[1], None, [], timings)
             return
 
-        progress = Progress()
+        progress = Progress(counts=spent if spent is not None else [])
         progress.prefix, progress.suffix = notices(gov, ctx.disclosed, inbound.language)
         mark = time.perf_counter()
         verdict = (
@@ -433,6 +438,7 @@ class Runtime:
                     user=f"{inbound.channel}:{inbound.external_id}"[:256],
                     priority_key=inbound.priority_key or f"user:{ctx.user.id}",
                 )
+                progress.counts.append(request.tokens)
                 calls: dict[int, dict[str, str]] = {}
                 step_text: list[str] = []
                 mark = time.perf_counter()
@@ -452,7 +458,7 @@ class Runtime:
                             call["name"] = event.name or call["name"]
                             call["arguments"] += event.arguments
                         elif isinstance(event, Finish):
-                            _add_usage(progress, event.usage)
+                            pass  # its usage is in the request's count, set by the backend
                 for shown in output.flush():
                     yield shown
                 model_s += time.perf_counter() - mark
@@ -898,11 +904,6 @@ def _answer_of(turn: Turn) -> str:
         return turn.content
     before, after = int(notices[0]), int(notices[1])
     return turn.content[before : len(turn.content) - after if after else None]
-
-
-def _add_usage(progress: Progress, usage: Usage) -> None:
-    progress.prompt_tokens += usage.prompt_tokens
-    progress.completion_tokens += usage.completion_tokens
 
 
 def _tool_failure(call: ToolCall, error: str, started: float, arguments: Any = None) -> ToolResult:

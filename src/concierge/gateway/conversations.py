@@ -60,7 +60,7 @@ from concierge.gateway.schemas import (
 from concierge.gateway.state import concierge
 from concierge.governance import exports
 from concierge.keys import ApiKey
-from concierge.models.base import Usage
+from concierge.models.base import TokenCount, Usage
 
 router = APIRouter(prefix="/v1", tags=["Conversations"])
 BODY_MODELS: list[type[BaseModel]] = [ConversationIn, MessageIn, HumanMessageIn, HandoffIn]
@@ -184,9 +184,10 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
         conversation_id=conversation,
         language=request.headers.get("accept-language"),
     )
-    events = concierge(request).runtime.reply(inbound)
+    spent: list[TokenCount] = []
+    events = concierge(request).runtime.reply(inbound, spent)
     return await respond(
-        request, key, "assistants.messages", events, NativeFormat(), stream=body.stream
+        request, key, "assistants.messages", events, NativeFormat(), stream=body.stream, spent=spent
     )
 
 
@@ -565,7 +566,8 @@ async def chat_with_assistant(
         priority_key=f"key:{key.id}",
         language=request.headers.get("accept-language"),
     )
-    events = concierge(request).runtime.reply(inbound)
+    spent: list[TokenCount] = []
+    events = concierge(request).runtime.reply(inbound, spent)
     return await respond(
         request,
         key,
@@ -573,4 +575,5 @@ async def chat_with_assistant(
         events,
         OpenAIFormat(body.model, body.include_usage),
         stream=body.stream,
+        spent=spent,
     )

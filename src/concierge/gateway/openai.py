@@ -33,7 +33,15 @@ from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, 
 from concierge.gateway.state import concierge
 from concierge.governance.labels import Labeller
 from concierge.metering import Meter
-from concierge.models.base import Event, Finish, Model, TextDelta, ToolCallDelta, Usage
+from concierge.models.base import (
+    Event,
+    Finish,
+    Model,
+    TextDelta,
+    TokenCount,
+    ToolCallDelta,
+    Usage,
+)
 from concierge.models.registry import generate_batches
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -50,6 +58,7 @@ class _Reply:
     text: list[str] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish: Finish | None = None
+    tokens: TokenCount = field(default_factory=TokenCount)  # the backend's running count
 
     def add(self, event: Event) -> None:
         if isinstance(event, TextDelta):
@@ -69,8 +78,9 @@ class _Reply:
 
     @property
     def usage(self) -> Usage:
-        # A reply cut short has no Finish: count what was produced, as an estimate.
-        return self.finish.usage if self.finish else Usage(0, len(self.text) + len(self.calls))
+        # A reply cut short has no Finish: the tokens the backend had read and written by then
+        # (a client cannot dodge its quota by hanging up).
+        return self.finish.usage if self.finish else self.tokens.usage()
 
 
 @router.get("/models", summary="List models")
@@ -151,7 +161,9 @@ async def _generate(
 
     try:
         route = concierge(request).registry.route(body.model)
-        batches = generate_batches(route, body.to_generation(priority_key=f"key:{key.id}"))
+        generation = body.to_generation(priority_key=f"key:{key.id}")
+        reply.tokens = generation.tokens
+        batches = generate_batches(route, generation)
         if body.stream:
             # Wait for the first event before answering: a failure up to here (unknown model,
             # context too long, upstream down) is a plain HTTP error, not a broken stream.

@@ -25,7 +25,7 @@ from concierge.gateway.responses import AI_HEADERS, JSON, EventStream
 from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.metering import Meter
-from concierge.models.base import Usage
+from concierge.models.base import TokenCount, Usage, total
 
 CLIENT_CLOSED = 499
 
@@ -43,10 +43,12 @@ class Format(Protocol):
         """The SSE event for a failure after the stream began."""
 
 
-def _usage(completed: Completed | None) -> Usage:
-    if completed is None or completed.reply is None:
-        return Usage()
-    return Usage(completed.reply.prompt_tokens, completed.reply.completion_tokens)
+def _usage(completed: Completed | None, spent: list[TokenCount]) -> Usage:
+    """What the reply cost: as stored, or, for one that never completed (the client left,
+    the model broke off), the tokens its model calls had read and written by then."""
+    if completed is not None and completed.reply is not None:
+        return Usage(completed.reply.prompt_tokens, completed.reply.completion_tokens)
+    return total(spent)
 
 
 async def _close(events: AsyncGenerator[Any, None]) -> None:
@@ -62,7 +64,10 @@ async def respond(
     fmt: Format,
     *,
     stream: bool,
+    spent: list[TokenCount],
 ) -> Response:
+    """``spent``: the list the pipeline reports its model calls' token counts in (the one
+    given to ``Runtime.reply``)."""
     meter: Meter = await concierge(request).metering.begin(key, endpoint, None)
     completed: Completed | None = None
 
@@ -77,18 +82,18 @@ async def respond(
     try:
         if stream:
             first = await until_disconnect(request.receive, anext(events))
-            return EventStream(_stream(meter, events, first, fmt), headers=AI_HEADERS)
+            return EventStream(_stream(meter, events, first, fmt, spent), headers=AI_HEADERS)
         completed = await until_disconnect(request.receive, whole())
     except ClientDisconnected:
         await _close(events)
-        await meter.finish(CLIENT_CLOSED, _usage(completed))
+        await meter.finish(CLIENT_CLOSED, _usage(completed, spent))
         return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
         await _close(events)
         await meter.fail(exc)
         raise
     reply = completed.reply
-    await meter.finish(200, _usage(completed), model=reply.model if reply else None)
+    await meter.finish(200, _usage(completed, spent), model=reply.model if reply else None)
     return JSON(fmt.whole(completed), headers=AI_HEADERS if completed.label else None)
 
 
@@ -97,6 +102,7 @@ async def _stream(
     events: AsyncGenerator[ReplyEvent, None],
     first: ReplyEvent,
     fmt: Format,
+    spent: list[TokenCount],
 ) -> AsyncGenerator[bytes, None]:
     status = 200
     completed: Completed | None = None
@@ -121,4 +127,5 @@ async def _stream(
         with anyio.CancelScope(shield=True):
             await events.aclose()
             reply = completed.reply if completed else None
-            await meter.finish(status, _usage(completed), model=reply.model if reply else None)
+            usage = _usage(completed, spent)
+            await meter.finish(status, usage, model=reply.model if reply else None)

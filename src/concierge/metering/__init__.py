@@ -69,9 +69,11 @@ class Meter:
         )
         m.metrics.requests.labels(self.endpoint, str(status)).inc()
         m.metrics.latency.labels(self.endpoint).observe(elapsed)
-        if usage.total_tokens and model:
-            m.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-            m.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        if usage.total_tokens:
+            if model:
+                m.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+                m.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+            # Whatever ended the request (a hang-up included), what it used is charged.
             await m.limiter.charge(self.key, usage.total_tokens)
 
     async def fail(self, exc: BaseException) -> None:

@@ -8,7 +8,7 @@ away) must stop generation. Non-streaming replies are the same stream, collected
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,6 +81,31 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class TokenCount:
+    """The tokens one generation has used so far. The backend keeps it current while it
+    works (prompt tokens once the prompt is read, each completion token as it is made), so a
+    request cut short (the client hung up) is metered for what it really cost."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def set(self, usage: Usage) -> None:
+        self.prompt_tokens, self.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+
+def total(counts: Iterable[TokenCount]) -> Usage:
+    """The tokens of several generations (a reply's model calls) together."""
+    prompt = completion = 0
+    for count in counts:
+        prompt += count.prompt_tokens
+        completion += count.completion_tokens
+    return Usage(prompt, completion)
+
+
+@dataclass(slots=True)
 class GenerationRequest:
     """A chat (``messages``) or text-completion (``prompt``) request, backend-neutral."""
 
@@ -101,6 +126,7 @@ class GenerationRequest:
     stream: bool = True  # a hint: the caller will stream (upstreams may answer in one piece)
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to upstreams as-is
     priority_key: str = "anonymous"  # who is asking, for fair queueing
+    tokens: TokenCount = field(default_factory=TokenCount)  # kept current by the backend
 
     @property
     def is_chat(self) -> bool:

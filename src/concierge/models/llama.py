@@ -280,9 +280,13 @@ class LlamaModel(Model):
         req, prep, llm = job.request, job.prepared, self._llm
         generated = 0
 
+        tokens = req.tokens
+        tokens.prompt_tokens = len(prep.tokens)  # read now, whatever happens next
+
         def stopping(_ids: Any, _logits: Any) -> bool:
             nonlocal generated
             generated += 1
+            tokens.completion_tokens = min(generated, prep.max_tokens)  # metered if cut short
             return job.cancelled.is_set()
 
         stream = llm.create_completion(
@@ -332,6 +336,7 @@ class LlamaModel(Model):
                 job.emit(TextDelta("".join(held)))
         # The criteria also runs for the token that hits max_tokens, which is never emitted.
         usage = Usage(len(prep.tokens), min(generated, prep.max_tokens))
+        tokens.set(usage)
         job.emit(Finish(reason, usage))
 
     # -- the Model contract ------------------------------------------------------------------

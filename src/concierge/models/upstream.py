@@ -42,6 +42,7 @@ from concierge.models.base import (
     GenerationRequest,
     Model,
     TextDelta,
+    TokenCount,
     ToolCallDelta,
     Usage,
 )
@@ -157,6 +158,19 @@ def request_body(req: GenerationRequest, upstream_model: str, stream: bool) -> d
     return body
 
 
+def estimate_prompt_tokens(request: GenerationRequest) -> int:
+    """About four characters a token: what an upstream's prompt is metered at until (or
+    unless) it reports the real count."""
+    if request.messages is None:
+        chars = len(request.prompt or "")
+    else:
+        chars = sum(
+            len(m.content or "") + sum(len(c.arguments) for c in m.tool_calls)
+            for m in request.messages
+        )
+    return max(1, chars // 4)
+
+
 def _usage(data: dict[str, Any] | None) -> Usage | None:
     if not data:
         return None
@@ -202,11 +216,18 @@ class OpenAIUpstream(Model):
             async with response:
                 if response.status >= 400:
                     raise self._error(response.status, await response.read(), response.headers)
+                # Accepted: the upstream reads the prompt. Until it reports usage (at the end),
+                # an estimate is what a hang-up is metered for.
+                request.tokens.prompt_tokens = estimate_prompt_tokens(request)
                 if request.stream:
-                    async for batch in self._stream(response, request.is_chat):
+                    async for batch in self._stream(response, request.is_chat, request.tokens):
                         yield batch
                 else:
-                    yield self._whole(await response.read(), request.is_chat)
+                    events = self._whole(await response.read(), request.is_chat)
+                    finish = events[-1]
+                    assert isinstance(finish, Finish)
+                    request.tokens.set(finish.usage)
+                    yield events
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _transport_error(self.upstream, exc) from None
 
@@ -230,7 +251,7 @@ class OpenAIUpstream(Model):
         return events
 
     async def _stream(
-        self, response: aiohttp.ClientResponse, chat: bool
+        self, response: aiohttp.ClientResponse, chat: bool, tokens: TokenCount
     ) -> AsyncIterator[list[Event]]:
         """One batch of events per network read (often one event; several when busy)."""
         reason: FinishReason = "stop"
@@ -273,14 +294,19 @@ class OpenAIUpstream(Model):
                         batch.append(TextDelta(choice["text"]))
                     if choice.get("finish_reason"):
                         reason = _FINISH.get(choice["finish_reason"], "stop")
+            tokens.completion_tokens = chunks
             if done:
                 # Upstreams that ignore include_usage: count chunks, the best estimate there is.
-                batch.append(Finish(reason, usage or Usage(0, chunks)))
+                final = usage or Usage(tokens.prompt_tokens, chunks)
+                tokens.set(final)
+                batch.append(Finish(reason, final))
                 yield batch
                 return
             if batch:
                 yield batch
-        yield [Finish(reason, usage or Usage(0, chunks))]
+        final = usage or Usage(tokens.prompt_tokens, chunks)
+        tokens.set(final)
+        yield [Finish(reason, final)]
 
     def _json(self, content: bytes) -> dict[str, Any]:
         try:

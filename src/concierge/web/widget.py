@@ -47,6 +47,7 @@ from concierge.governance import consent, moderation
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy, effective, pick_language
 from concierge.keys import ApiKey
+from concierge.models.base import TokenCount
 from concierge.store import Database
 from concierge.store.secrets import server_secret
 
@@ -245,8 +246,15 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
         language=request.headers.get("accept-language"),
     )
     runtime: Runtime = concierge(request).runtime
+    spent: list[TokenCount] = []
     return await respond(
-        request, key, "widget.messages", runtime.reply(inbound), NativeFormat(), stream=body.stream
+        request,
+        key,
+        "widget.messages",
+        runtime.reply(inbound, spent),
+        NativeFormat(),
+        stream=body.stream,
+        spent=spent,
     )
 
 
