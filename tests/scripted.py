@@ -133,11 +133,18 @@ async def pipeline(
     models = ModelRegistry([model], registry.embedding_models.values())
     # The operator's tools in these tests are servers on this machine: an exception the
     # machine's operator makes (tenants cannot), as for an intranet service. A test marked
-    # ``@pytest.mark.egress(networks)`` sets its own.
+    # ``@pytest.mark.egress(networks)`` sets its own; ``@pytest.mark.settings(**values)``
+    # sets any other setting.
     marker = request.node.get_closest_marker("egress")
     networks = list(marker.args[0]) if marker else ["127.0.0.1"]
+    more = request.node.get_closest_marker("settings")
     settings = make_settings(
-        tmp_path, db_url, models_dir, llm_enabled=False, egress_allowed_networks=networks
+        tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled=False,
+        egress_allowed_networks=networks,
+        **(more.kwargs if more else {}),
     )
     app = Concierge(settings, registry=models, entry_points=False, preload_models=False)
     await app.startup()

@@ -259,6 +259,25 @@ class Settings(BaseModel):
     retention_interval_seconds: float = Field(
         3600.0, ge=1, le=7 * 86400, description="How often the retention purge runs."
     )
+    widget_ip_requests_per_minute: int = Field(
+        120, ge=1, description="Calls to the public widget API from one client address a minute."
+    )
+    widget_visitor_requests_per_minute: int = Field(
+        60, ge=1, description="Calls to the public widget API by one visitor a minute."
+    )
+    widget_new_visitors_per_minute: int = Field(
+        10,
+        ge=1,
+        description="New widget visitors and conversations from one client address a minute.",
+    )
+    widget_messages_per_minute: int = Field(
+        12, ge=1, description="Messages one widget visitor may send a minute."
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client (for "
+        "per-address limits); comma-separated, or * for any.",
+    )
     home_widget: str | None = Field(
         "acme/acme-support",
         pattern=r"^[a-z0-9][a-z0-9-]{0,63}/[^/]{1,200}$",

@@ -25,7 +25,14 @@ def command(ctx: Context, host: str | None, port: int | None, workers: int | Non
         created = db.write_sync(lambda conn: keys.bootstrap_admin(conn, settings.admin_key))
     if created is not None and not settings.admin_key:
         announce_admin_key(created.secret)
-    common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level}
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # The client's address (per-address limits) from X-Forwarded-For, from these only.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
+    }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return

@@ -77,6 +77,11 @@ class Limiter(ABC):
     async def charge(self, key: ApiKey, tokens: int, now: float | None = None) -> None:
         """Count ``tokens`` that a finished request of ``key`` used."""
 
+    @abstractmethod
+    async def hit(self, name: str, per_minute: int, what: str, now: float | None = None) -> None:
+        """Count one request against the bucket ``name`` (a client address, a visitor), which
+        allows ``per_minute``; raise RateLimited, saying ``what`` is over, when it is empty."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -97,6 +102,20 @@ class MemoryLimiter(Limiter):
         self._requests: dict[int, _Bucket] = {}
         self._tokens: dict[int, _Bucket] = {}
         self._used: dict[tuple[int, str, str], int] = {}
+        self._named: dict[str, _Bucket] = {}
+
+    async def hit(self, name: str, per_minute: int, what: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if len(self._named) > 100_000:  # bounded: full buckets carry no information anyway
+            self._named = {k: b for k, b in self._named.items() if now - b.stamp < 60}
+        bucket = self._named.setdefault(name, _Bucket(per_minute, now))
+        bucket.refill(per_minute, now)
+        if bucket.tokens < 1:
+            raise RateLimited(
+                f"too many {what}: the limit is {per_minute} a minute",
+                retry_after=(1 - bucket.tokens) * 60.0 / per_minute,
+            )
+        bucket.tokens -= 1
 
     async def admit(self, key: ApiKey, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -231,6 +250,14 @@ class RedisLimiter(Limiter):
                     retry_after=wait / 1000.0,
                     code="requests_per_minute_exceeded",
                 )
+
+    async def hit(self, name: str, per_minute: int, what: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        wait = int(await self._bucket(keys=[self._k("hit", name)], args=[per_minute, now, 1, 1]))
+        if wait:
+            raise RateLimited(
+                f"too many {what}: the limit is {per_minute} a minute", retry_after=wait / 1000.0
+            )
 
     async def charge(self, key: ApiKey, tokens: int, now: float | None = None) -> None:
         if tokens <= 0:

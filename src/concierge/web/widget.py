@@ -9,16 +9,22 @@ embed it in ``widget_origins``) and adds one tag to any page::
 The widget has no API key: it is public by design. A visitor gets a signed token (itsdangerous,
 keyed by an installation secret kept in the database) that names them; it is kept in the
 browser's local storage and sent as ``X-Concierge-Visitor``. A visitor sees only their own
-conversations. The traffic is metered and rate-limited under the organisation's ``web widget``
-key (made on first use; set its limits like any key's, or revoke it to switch the widget off).
-Cross-origin calls are allowed (no cookies are involved), and refused from sites outside
-``widget_origins`` when that list is set.
+conversations. Every call passes :func:`_gate`: the organisation's ``web widget`` key must be
+live (revoke it and every route answers 403: the kill switch), the client address and the
+visitor each have a budget of calls a minute, new visitors and conversations a smaller one, and
+messages one of their own (429 with ``Retry-After``). What the widget creates and sends is
+metered under that key (made on first use; its own limits apply too). Cross-origin calls are
+allowed (no cookies are involved), and refused from sites outside ``widget_origins`` when that
+list is set.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -142,13 +148,65 @@ def _policy(conn: Connection, assistant: Assistant) -> OrgPolicy:
     return effective(policies.get(conn, assistant.org_id)[0], assistant.config.governance)
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A widget call let through: the published assistant, the visitor (if the call names
+    one) and the organisation's widget key."""
+
+    assistant: Assistant
+    visitor: str
+    key: ApiKey
+
+
+async def _gate(
+    request: Request, org: str, assistant: str, *, visitor: bool = True, creates: bool = False
+) -> _Entry:
+    """Every widget call comes through here: the assistant must be published (for the calling
+    site), the widget switched on (its key not revoked), and the client address and the
+    visitor within their calls a minute (``creates``: new visitors and conversations, which
+    have a smaller budget per address)."""
+    c = concierge(request)
+    found = await c.db.read(lambda conn: _published(conn, request, org, assistant))
+    key = await c.widget_keys.get(c.db, found.org_id)  # 403 once revoked: the kill switch
+    settings = c.settings
+    address = request.client.host if request.client else "unknown"
+    await c.limiter.hit(
+        f"widget-ip:{address}", settings.widget_ip_requests_per_minute, "requests from your address"
+    )
+    if creates:
+        await c.limiter.hit(
+            f"widget-new:{address}",
+            settings.widget_new_visitors_per_minute,
+            "new chats from your address",
+        )
+    who = await _visitor(request, found.org_id) if visitor else ""
+    if who:
+        await c.limiter.hit(
+            f"widget-visitor:{found.org_id}:{who}",
+            settings.widget_visitor_requests_per_minute,
+            "requests from this chat",
+        )
+    return _Entry(found, who, key)
+
+
+@asynccontextmanager
+async def _metered(request: Request, entry: _Entry, endpoint: str) -> AsyncIterator[None]:
+    """A widget call that makes something: admitted under the widget key's limits first, and
+    recorded in the usage ledger however it ends."""
+    meter = await concierge(request).metering.begin(entry.key, endpoint, None)
+    try:
+        yield
+    except BaseException as exc:
+        await meter.fail(exc)
+        raise
+    await meter.finish(201)
+
+
 @router.get("/{org}/{assistant}", summary="What the widget shows before the first message")
 async def widget_config(org: str, assistant: str, request: Request) -> JSON:
-    def read(conn: Connection) -> tuple[Assistant, OrgPolicy]:
-        found = _published(conn, request, org, assistant)
-        return found, _policy(conn, found)
-
-    found, policy = await concierge(request).db.read(read)
+    entry = await _gate(request, org, assistant, visitor=False)
+    found = entry.assistant
+    policy = await concierge(request).db.read(lambda conn: _policy(conn, found))
     disclosure = policy.disclosure
     return JSON(
         {
@@ -182,21 +240,24 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
 
 @router.post("/{org}/{assistant}/visitors", status_code=201, summary="A new visitor token")
 async def new_visitor(org: str, assistant: str, request: Request) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    signer = await concierge(request).widget_signer.get(concierge(request).db)
-    visitor = "v_" + secrets.token_urlsafe(16)
-    token = signer.dumps({"o": found.org_id, "v": visitor})
+    entry = await _gate(request, org, assistant, visitor=False, creates=True)
+    found = entry.assistant
+    async with _metered(request, entry, "widget.visitors"):
+        signer = await concierge(request).widget_signer.get(concierge(request).db)
+        visitor = "v_" + secrets.token_urlsafe(16)
+        token = signer.dumps({"o": found.org_id, "v": visitor})
     return JSON({"object": "widget.visitor", "visitor": visitor, "token": token}, status_code=201)
 
 
 @router.post("/{org}/{assistant}/conversations", status_code=201, summary="Start a conversation")
 async def start(org: str, assistant: str, request: Request) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant, creates=True)
+    found, visitor = entry.assistant, entry.visitor
     runtime: Runtime = concierge(request).runtime
-    conversation, opening = await runtime.start_conversation(
-        found.org_id, found.id, CHANNEL, visitor, request.headers.get("accept-language")
-    )
+    async with _metered(request, entry, "widget.conversations"):
+        conversation, opening = await runtime.start_conversation(
+            found.org_id, found.id, CHANNEL, visitor, request.headers.get("accept-language")
+        )
     return JSON(
         {**conversation.to_dict(), "turns": [t.to_dict() for t in opening]}, status_code=201
     )
@@ -210,8 +271,8 @@ async def turns(
     request: Request,
     after: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant)
+    found, visitor = entry.assistant, entry.visitor
 
     def read(conn: Connection) -> dict[str, Any]:
         own = _own(conn, found, visitor, conversation)
@@ -230,11 +291,15 @@ async def turns(
     summary="Send a message; the reply streams as Server-Sent Events",
 )
 async def send(org: str, assistant: str, conversation: RowId, request: Request) -> Response:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant)
+    found, visitor, key = entry.assistant, entry.visitor, entry.key
+    await concierge(request).limiter.hit(
+        f"widget-messages:{found.org_id}:{visitor}",
+        concierge(request).settings.widget_messages_per_minute,
+        "messages from this chat",
+    )
     body = await parse(request, MessageIn)
     await concierge(request).db.read(lambda conn: _own(conn, found, visitor, conversation))
-    key = await concierge(request).widget_keys.get(concierge(request).db, found.org_id)
     inbound = Inbound(
         org_id=found.org_id,
         assistant=found.id,
@@ -266,22 +331,23 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
 async def report(
     org: str, assistant: str, conversation: RowId, turn: RowId, request: Request
 ) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant)
+    found, visitor = entry.assistant, entry.visitor
     body = await parse(request, ReportIn)
 
     def write(conn: Connection) -> moderation.Report:
         own = _own(conn, found, visitor, conversation)
         return complaints.report_turn(conn, own, turn, body, actor=f"visitor:{visitor}")
 
-    made = await concierge(request).db.write(write)
+    async with _metered(request, entry, "widget.reports"):
+        made = await concierge(request).db.write(write)
     return JSON(made.to_dict(), status_code=201)
 
 
 @router.get("/{org}/{assistant}/consents", summary="The visitor's consent decisions")
 async def consents(org: str, assistant: str, request: Request) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant)
+    found, visitor = entry.assistant, entry.visitor
 
     def read(conn: Connection) -> dict[str, Any]:
         policy = _policy(conn, found)
@@ -293,8 +359,8 @@ async def consents(org: str, assistant: str, request: Request) -> JSON:
 
 @router.post("/{org}/{assistant}/consents", status_code=201, summary="Record the visitor's consent")
 async def give_consent(org: str, assistant: str, request: Request) -> JSON:
-    found = await concierge(request).db.read(lambda conn: _published(conn, request, org, assistant))
-    visitor = await _visitor(request, found.org_id)
+    entry = await _gate(request, org, assistant)
+    found, visitor = entry.assistant, entry.visitor
     body = await parse(request, ConsentIn)
 
     def write(conn: Connection) -> dict[str, Any]:
@@ -312,7 +378,9 @@ async def give_consent(org: str, assistant: str, request: Request) -> JSON:
         )
         return decision.to_dict(policy.consent.text_versions.get(body.purpose))
 
-    return JSON(await concierge(request).db.write(write), status_code=201)
+    async with _metered(request, entry, "widget.consents"):
+        made = await concierge(request).db.write(write)
+    return JSON(made, status_code=201)
 
 
 def script() -> bytes:
