@@ -358,3 +358,28 @@ async def test_embeddings_stop_when_the_client_leaves(
             assert time.perf_counter() - started < 5
     finally:
         await asyncio.to_thread(server.stop)
+
+
+# -- the OpenAI door trims a long history instead of refusing it ---------------------------
+
+
+async def test_the_openai_door_trims_a_long_history_to_the_budget(
+    client: httpx.AsyncClient,
+) -> None:
+    made = await client.post(
+        "/v1/assistants", json={"name": "talker", "builtin_tools": [], "max_reply_tokens": 16}
+    )
+    assert made.status_code == 201, made.text
+    english = "We talked about boots and the weather and the shipping of parcels today. " * 3
+    chinese = "我们今天谈论了靴子、天气和包裹的运输。" * 15  # no spaces: a token a character
+    for filler in (english, chinese, "a\n" * 300):
+        history: list[dict[str, str]] = []
+        for n in range(150):
+            history.append({"role": "user" if n % 2 == 0 else "assistant", "content": filler})
+        body = {
+            "model": "assistant:talker",
+            "messages": [*history, {"role": "user", "content": "And the boots?"}],
+            "max_tokens": 16,
+        }
+        answer = await client.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text[:300]

@@ -249,6 +249,38 @@ async def test_a_handoff_round_trip_through_the_widget(
         )
 
 
+async def test_a_person_can_step_in_without_a_handoff(
+    demo_server: LiveServer, browser: Browser
+) -> None:
+    """An operator replies to a conversation nobody handed over: the visitor sees it (the
+    widget looks for new turns now and then), and the page's security policy blocks nothing
+    the widget needs."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            blocked.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    await page.goto(demo_server.url + "/")
+    await page.locator(_in(".launcher")).click()
+    await expect(page.locator(_in(".msg.assistant")).first).to_be_visible()
+    key = await _acme_key(demo_server)
+    async with httpx.AsyncClient(
+        base_url=demo_server.url, headers={"Authorization": f"Bearer {key}"}
+    ) as operator:
+        listed = (await operator.get("/v1/conversations")).json()["data"]
+        assert len(listed) == 1 and listed[0]["status"] == "assistant"
+        sent = await operator.post(
+            f"/v1/conversations/{listed[0]['id']}/human_messages",
+            json={"content": "Hello, this is Alex from Acme. Can I help?", "author": "Alex"},
+        )
+        assert sent.status_code == 201
+    await expect(page.locator(_in(".msg.human"))).to_contain_text("Alex from Acme", timeout=20_000)
+    assert blocked == []
+
+
 async def test_the_widget_api_refuses_what_it_should(demo_server: LiveServer) -> None:
     base = demo_server.url + "/widget/v1"
     async with httpx.AsyncClient(base_url=base) as client:

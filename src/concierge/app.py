@@ -37,6 +37,7 @@ from concierge.gateway import (
 )
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.bounds import Bounds
+from concierge.gateway.hygiene import SecurityHeaders
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.governance.pii import install_log_redaction
 from concierge.governance.retention import Scheduler
@@ -179,6 +180,7 @@ class Concierge:
             max_upload_bytes=self.settings.max_upload_bytes,
         )
         app.add_middleware(RefuseNul)
+        app.add_middleware(SecurityHeaders)  # outermost: every response, every mounted app
 
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -324,15 +325,21 @@ class Runtime:
             memories = [names.mask(m) for m in memories]
         defence = gov.injection
         spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
-        built = build(
-            instructions=config.instructions,
-            message=message,
-            history=history,
-            passages=passages,
-            memories=memories,
-            max_context_tokens=context,
-            max_reply_tokens=min(config.max_reply_tokens, context // 2),
-            spotlight=spotlight,
+        # Counted with the model's own tokenizer where it has one (a history sent through the
+        # OpenAI door is trimmed to fit, never refused for being long), off the event loop.
+        built = await asyncio.to_thread(
+            functools.partial(
+                build,
+                instructions=config.instructions,
+                message=message,
+                history=history,
+                passages=passages,
+                memories=memories,
+                max_context_tokens=context,
+                max_reply_tokens=min(config.max_reply_tokens, context // 2),
+                spotlight=spotlight,
+                count=route[0].count_tokens,
+            )
         )
         tools = self._tool_specs(config, ctx)
         timings["prompt_ms"] = _ms(mark)

@@ -11,7 +11,9 @@ and compound filters over the file's attributes.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
@@ -128,7 +130,14 @@ async def file_content(file_id: str, request: Request, key: InferenceKey) -> Any
         return files.get(conn, key.org_id, file_id), files.content(conn, key.org_id, file_id)
 
     found, data = await _knowledge(request).db.read(read)
-    return Response(data, media_type=found.content_type or "application/octet-stream")
+    # Whatever type the uploader claimed: a download, never a page of this origin (an HTML
+    # "document" opened inline could script the API with a visitor's session).
+    name = quote(PurePosixPath(found.filename or found.id).name or found.id)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"},
+    )
 
 
 @router.delete("/files/{file_id}", tags=["Files (OpenAI)"], summary="Delete a file")

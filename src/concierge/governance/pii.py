@@ -382,7 +382,7 @@ class LogRedactor(logging.Filter):
         # access log unpack them (client address, method, path, ...).
         detector = self.detector or default_detector()
         if isinstance(record.msg, str):
-            record.msg = detector.redact(record.msg)[0]
+            record.msg = _no_keys(detector.redact(record.msg)[0])
         if isinstance(record.args, tuple):
             record.args = tuple(self._mask(detector, a) for a in record.args)
         elif isinstance(record.args, dict):
@@ -391,7 +391,15 @@ class LogRedactor(logging.Filter):
 
     @staticmethod
     def _mask(detector: Detector, value: Any) -> Any:
-        return detector.redact(value)[0] if isinstance(value, str) else value
+        return _no_keys(detector.redact(value)[0]) if isinstance(value, str) else value
+
+
+# An API key in a logged line (a URL a client put one in, say) keeps only its start.
+_API_KEY = re.compile(r"(sk-cc-)[A-Za-z0-9_\-%]{4,}")
+
+
+def _no_keys(text: str) -> str:
+    return _API_KEY.sub(r"\1[redacted]", text) if "sk-cc-" in text else text
 
 
 def install_log_redaction(detector: Detector | None = None) -> None:

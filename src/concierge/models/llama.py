@@ -372,6 +372,12 @@ class LlamaModel(Model):
                 self._queue.discard(key, job)
                 job.release(self.admission)  # its place, unless the worker took it already
 
+    def count_tokens(self, text: str) -> int:
+        """Exactly, with the model's own tokenizer (once loaded; thread-safe, linear time)."""
+        if self._llm is None:
+            return super().count_tokens(text)
+        return len(tokenize(self._llm, text, add_bos=False))
+
     def queue_depth(self) -> int:
         return len(self._queue)
 

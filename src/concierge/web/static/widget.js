@@ -26,6 +26,7 @@
   var api = base + "/widget/v1/" + encodeURIComponent(org) + "/" + encodeURIComponent(assistant);
   var storeKey = "concierge:" + base + ":" + org + ":" + assistant;
   var POLL_MS = 3000;
+  var IDLE_POLL_MS = 10000;
 
   var CSS = [
     ":host{all:initial}",
@@ -266,6 +267,14 @@
     div.appendChild(button);
   }
 
+  // Turns in order, up to one still being written (it is shown once it is finished).
+  function showTurns(turns) {
+    for (var i = 0; i < turns.length; i++) {
+      if (turns[i].status === "generating") break;
+      showTurn(turns[i]);
+    }
+  }
+
   function showTurn(turn) {
     if (turn.id <= state.lastTurn) return;
     state.lastTurn = turn.id;
@@ -283,26 +292,27 @@
     } else if (status === "assistant" && was !== "assistant") {
       notice("The assistant is back in the conversation.");
     }
-    if (status !== "assistant") startPolling(); else stopPolling();
+    startPolling();
   }
 
+  // New turns are fetched every few seconds while people have the conversation, and now and
+  // then while the assistant has it: a person may step in and reply at any moment.
   function startPolling() {
-    if (state.poller) return;
-    state.poller = setInterval(refresh, POLL_MS);
-  }
-
-  function stopPolling() {
-    if (state.poller) clearInterval(state.poller);
-    state.poller = null;
+    if (state.poller) clearTimeout(state.poller);
+    state.poller = setTimeout(refresh, state.status === "assistant" ? IDLE_POLL_MS : POLL_MS);
   }
 
   async function refresh() {
-    if (!state.conversation || state.busy) return;
-    try {
-      var data = await json("GET", "/conversations/" + state.conversation + "?after=" + state.lastTurn);
-      data.turns.forEach(showTurn);
-      setStatus(data.status);
-    } catch (e) { /* a missed poll is retried on the next tick */ }
+    state.poller = null;
+    if (state.conversation && !state.busy) {
+      try {
+        var data = await json("GET", "/conversations/" + state.conversation + "?after=" + state.lastTurn);
+        showTurns(data.turns);
+        setStatus(data.status);
+        return;  // setStatus scheduled the next one
+      } catch (e) { /* a missed poll is retried on the next tick */ }
+    }
+    startPolling();
   }
 
   // Consent (GDPR Art. 7): the assistant remembers a visitor across conversations only once
@@ -386,9 +396,9 @@
     if (state.conversation) {
       try {
         var data = await json("GET", "/conversations/" + state.conversation);
-        data.turns.forEach(showTurn);
+        showTurns(data.turns);
         state.status = data.status;
-        if (data.status !== "assistant") startPolling();
+        startPolling();
         return;
       } catch (e) {
         if (e.status !== 404 && e.status !== 401) throw e;
@@ -400,6 +410,7 @@
     state.conversation = made.id;
     persist();
     made.turns.forEach(showTurn);
+    startPolling();
   }
 
   function ready() {
