@@ -260,7 +260,10 @@ class Settings(BaseModel):
         3600.0, ge=1, le=7 * 86400, description="How often the retention purge runs."
     )
     widget_ip_requests_per_minute: int = Field(
-        120, ge=1, description="Calls to the public widget API from one client address a minute."
+        120,
+        ge=1,
+        description="Calls to the public widget API (and to label verification, which needs no "
+        "key) from one client address a minute.",
     )
     widget_visitor_requests_per_minute: int = Field(
         60, ge=1, description="Calls to the public widget API by one visitor a minute."

@@ -370,6 +370,17 @@ async def post_consent(request: Request) -> JSON:
 # -- provenance labels -----------------------------------------------------------------------
 
 
+async def _public(request: Request) -> None:
+    """Routes anyone may call (no key) have a budget of calls a minute per client address."""
+    c = concierge(request)
+    address = request.client.host if request.client else "unknown"
+    await c.limiter.hit(
+        f"public-ip:{address}",
+        c.settings.widget_ip_requests_per_minute,
+        "requests from your address",
+    )
+
+
 @router.get("/.well-known/aigc-keys", summary="The public keys that sign provenance labels")
 async def label_keys(request: Request) -> JSON:
     labeller = concierge(request).governance.labeller
@@ -389,6 +400,7 @@ async def label_keys(request: Request) -> JSON:
     },
 )
 async def verify_label(request: Request) -> JSON:
+    await _public(request)
     body = await parse(request, LabelCheckIn)
     labeller = concierge(request).governance.labeller
     check = labels.verify(body.aigc, body.content, {labeller.kid: labeller.public})
@@ -408,6 +420,7 @@ async def verify_label(request: Request) -> JSON:
     },
 )
 async def verify_file(request: Request) -> JSON:
+    await _public(request)
     governance = concierge(request).governance
     data = await request.body()
     if not data:
