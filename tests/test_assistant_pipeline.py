@@ -326,6 +326,20 @@ async def test_tools_that_fail_are_recorded_and_the_assistant_still_answers(
         await server.close()
 
 
+async def test_no_draft_is_left_behind(pipeline: Pipeline) -> None:
+    """A reply's draft keeper stops with the reply (finished, failed or taken back)."""
+    await pipeline.assistant()
+    cid = await pipeline.conversation()
+    assert (await pipeline.send(cid, "Hello")).status_code == 200
+    pipeline.script = lambda body: web.Response(status=500)  # fails before any text
+    assert (await pipeline.send(cid, "Hello again")).status_code == 502
+    await asyncio.sleep(0)
+    drafts = [t for t in asyncio.all_tasks() if t.get_name().startswith("draft-")]
+    assert drafts == []
+    turns = (await pipeline.client.get(f"/v1/conversations/{cid}/turns")).json()["data"]
+    assert [t["status"] for t in turns][-2:] == ["complete", "complete"]  # the failed one gone
+
+
 async def test_an_empty_answer_becomes_an_honest_one(pipeline: Pipeline) -> None:
     await pipeline.assistant()
     cid = await pipeline.conversation()

@@ -120,6 +120,7 @@ def secret_forms(port: int) -> list[str]:
         ("64:ff9b::a00:1", False),
         ("64:ff9b:1::1", False),
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("fec0::1", False),  # site-local (deprecated, still routed inside some networks)
     ],
 )
 def test_only_public_addresses_pass(address: str, allowed: bool) -> None:
@@ -361,6 +362,58 @@ async def test_a_changed_tool_url_does_not_take_the_stored_secret_along(
         lambda conn: json.dumps([r.config for r in conn.execute(select(assistants.c.config))])
     )
     assert "Bearer new" in stored and "operator-secret" not in stored
+
+
+async def test_a_tool_schema_cannot_fetch_anything(pipeline: Pipeline, secret: Secret) -> None:
+    """A remote ``$ref`` would have the validator fetch it, outside the egress policy."""
+    remote = {
+        "type": "object",
+        "properties": {"q": {"$ref": f"http://127.0.0.1:{secret.port}/latest/meta-data"}},
+    }
+    made = await pipeline.client.post(
+        "/v1/assistants",
+        json={
+            "name": "support",
+            "tools": [
+                {
+                    **_tool("https://shop.example/x").model_dump(),
+                    "headers": {},
+                    "parameters": remote,
+                }
+            ],
+        },
+    )
+    assert made.status_code == 400 and "only references within the schema" in made.text
+    # One stored before the check, or one pointing nowhere: refused at call time, unfetched.
+    from concierge.assistants.tools import parse_arguments
+
+    assert "cannot be resolved" in str(parse_arguments("lookup", remote, '{"q": "x"}'))
+    assert secret.hits == []
+
+
+async def test_the_shared_session_keeps_no_cookies() -> None:
+    """One organisation's tool must not hand a cookie it was given to another's request."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({})
+        response.set_cookie("session", "tenant-a-secret")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = TestServer(app, host=PUBLIC_HOST)
+    await server.start_server()
+    egress = Egress(EgressPolicy.from_settings([f"{PUBLIC_HOST}/32"]))
+    try:
+        for _ in range(2):
+            async with egress.session().get(f"http://{PUBLIC_HOST}:{server.port}/") as answer:
+                assert answer.status == 200
+    finally:
+        await egress.close()
+        await server.close()
+    assert seen == [None, None]
 
 
 async def test_aiohttp_session_from_egress_refuses_directly() -> None:

@@ -99,3 +99,19 @@ async def test_a_visitor_has_a_budget_of_messages_and_calls(pipeline: Pipeline) 
         # Another visitor is not held up by this one.
         other = await _visitor(client)
         assert (await client.post(f"{W}/conversations", headers=other)).status_code == 201
+
+
+@pytest.mark.settings(key_cache_seconds=300)
+async def test_the_kill_switch_is_immediate_where_it_is_pulled(pipeline: Pipeline) -> None:
+    await pipeline.assistant(widget=True)
+    async with _widget(pipeline) as client:
+        me = await _visitor(client)  # the widget key is cached from here on
+        assert (await client.get(W)).status_code == 200
+        widget_key = next(
+            k
+            for k in (await pipeline.client.get("/api/keys")).json()["data"]
+            if k["name"] == "web widget"
+        )
+        await pipeline.client.delete(f"/api/keys/{widget_key['id']}")
+        assert (await client.get(W)).status_code == 403
+        assert (await client.post(f"{W}/conversations", headers=me)).status_code == 403

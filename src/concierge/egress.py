@@ -84,6 +84,7 @@ def why_not_public(address: Address) -> str | None:
     if address in _NAT64_LOCAL:
         return "a local-use NAT64 address"
     checks = (
+        ("is_site_local", "site-local"),
         ("is_unspecified", "unspecified"),
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local (cloud metadata lives here)"),
@@ -92,7 +93,7 @@ def why_not_public(address: Address) -> str | None:
         ("is_reserved", "reserved"),
     )
     for attribute, reason in checks:
-        if getattr(address, attribute):
+        if getattr(address, attribute, False):
             return reason
     if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
         return "carrier-grade NAT (shared) space"
@@ -235,8 +236,12 @@ class Egress:
 
     def new_session(self, **connector_options: Any) -> aiohttp.ClientSession:
         """A session of the caller's own (the caller closes it)."""
+        # No cookie jar: a cookie one organisation's tool was given must never go out with
+        # another organisation's request to the same host (the session is shared).
         return aiohttp.ClientSession(
-            connector=connector(self.policy, **connector_options), trust_env=False
+            connector=connector(self.policy, **connector_options),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
         )
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import re2
 from jsonschema import Draft202012Validator, ValidationError, validators
+from referencing import Registry
 
 MAX_PATTERN_MEMORY = 8 * 1024 * 1024  # bytes RE2 may use for one compiled pattern
 
@@ -76,11 +77,37 @@ def _schema_patterns(schema: Any) -> Iterator[str]:
             yield from _schema_patterns(item)
 
 
+def _references(schema: Any) -> Iterator[str]:
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _references(item)
+
+
 def check_schema(schema: Mapping[str, Any]) -> None:
-    """Refuse a JSON Schema that is not one, or whose patterns RE2 cannot run."""
+    """Refuse a JSON Schema that is not one, whose patterns RE2 cannot run, or that refers to
+    anything outside itself (a remote ``$ref`` would be fetched: a request the egress policy
+    never sees)."""
     Draft202012Validator.check_schema(schema)
     for pattern in _schema_patterns(schema):
         compile(pattern)
+    for reference in _references(schema):
+        if not reference.startswith("#"):
+            raise PatternError(
+                f"refers to {reference[:200]!r}: only references within the schema itself "
+                "(#/...) are allowed"
+            )
+
+
+def validator(schema: Mapping[str, Any]) -> Any:
+    """A validator for ``schema`` that never fetches anything: references resolve within the
+    schema or not at all (``referencing.exceptions.Unresolvable``)."""
+    return SchemaValidator(schema, registry=Registry())
 
 
 def _pattern(

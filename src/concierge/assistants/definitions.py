@@ -81,7 +81,7 @@ class HttpTool(_Config):
         except SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
         except regex.PatternError as exc:
-            raise ValueError(f"a pattern in the schema {exc}") from None
+            raise ValueError(f"not an acceptable JSON Schema: {exc}") from None
         if value.get("type") != "object":
             raise ValueError('the arguments schema must have "type": "object"')
         return value

@@ -388,12 +388,17 @@ class Runtime:
                 yield shown
             if progress.suffix:
                 yield Delta(progress.suffix)
-            completed = await self._save(
-                ctx, inbound, text, progress, timings, started, verdict, draft
-            )
+            # Once the final save starts it finishes (a hang-up now must not store it twice).
             saved = True
+            with anyio.CancelScope(shield=True):
+                completed = await self._save(
+                    ctx, inbound, text, progress, timings, started, verdict, draft
+                )
             yield completed
         finally:
+            if draft.keeper is not None:
+                with anyio.CancelScope(shield=True):
+                    await draft.keeper.stop()
             if not saved:
                 # Cut short: the client went away (what it was shown is kept, ``partial``), or
                 # the model failed before saying anything (the exchange is taken back).
@@ -701,6 +706,8 @@ class Runtime:
         draft: Drafted | None = None,
     ) -> Completed:
         """Store the exchange: both turns at once, or the reply over its stored ``draft``."""
+        if draft is not None and draft.keeper is not None:
+            await draft.keeper.stop()  # no save of the draft after (or during) the final one
         mark = time.perf_counter()
         gov = ctx.policy
         delivered = progress.content
@@ -883,6 +890,8 @@ class Runtime:
     async def _discard_draft(self, drafted: Drafted) -> None:
         """The model failed before any text: the exchange is taken back (send it again)."""
         with anyio.CancelScope(shield=True):
+            if drafted.keeper is not None:
+                await drafted.keeper.stop()
             await self.db.write(
                 lambda conn: store.discard_draft(
                     conn,

@@ -22,10 +22,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from jsonschema.exceptions import _Error as JsonSchemaError
+from referencing.exceptions import Unresolvable
 
 from concierge.assistants.definitions import HttpTool
 from concierge.egress import normalise_host, origin, refused
-from concierge.regex import PatternError, SchemaValidator
+from concierge.regex import PatternError, validator
 
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
@@ -66,9 +68,11 @@ def parse_arguments(tool_name: str, schema: dict[str, Any], raw: str) -> dict[st
     if not isinstance(arguments, dict):
         return "the arguments must be a JSON object"
     try:
-        error = next(iter(SchemaValidator(schema).iter_errors(arguments)), None)
+        error = next(iter(validator(schema).iter_errors(arguments)), None)
     except PatternError as exc:  # a schema stored before its patterns were checked for RE2
         return f"{tool_name}'s schema cannot be checked: {exc}"
+    except (Unresolvable, JsonSchemaError):  # a reference to nowhere (never fetched)
+        return f"{tool_name}'s schema has a reference that cannot be resolved"
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         return f"the arguments do not match {tool_name}'s schema at {where}: {error.message}"

@@ -77,6 +77,7 @@ async def revoke_key(key_id: RowId, request: Request, key: AdminKey) -> JSON:
 
     revoked = await c.db.write(write)
     c.key_cache.invalidate()
+    c.widget_keys.invalidate()  # a revoked widget key switches the widget off here at once
     return JSON(revoked.to_dict())
 
 

@@ -70,12 +70,15 @@ class Bounds:
         for index, tool in enumerate(body.tools or ()):
             function = tool.function
             characters += len(function.description) + len(function.name)
-            choices = self.schema(
-                function.parameters, f"tools.{index}.function.parameters", choices
-            )
+            where = f"tools.{index}.function.parameters"
+            choices, size = self.schema(function.parameters, where, choices)
+            characters += size  # a tool's schema goes into the prompt
         fmt = body.response_format
         if fmt is not None and fmt.json_schema is not None and fmt.json_schema.schema_ is not None:
-            self.schema(fmt.json_schema.schema_, "response_format.json_schema.schema", choices)
+            _, size = self.schema(
+                fmt.json_schema.schema_, "response_format.json_schema.schema", choices
+            )
+            characters += size
         self.characters(characters, "messages")
 
     def completion(self, body: CompletionRequest) -> None:
@@ -101,8 +104,9 @@ class Bounds:
 
     # -- JSON Schemas ----------------------------------------------------------------------
 
-    def schema(self, schema: Any, param: str, choices: int = 0) -> int:
-        """Check one schema; returns the alternatives counted so far (``choices`` plus its)."""
+    def schema(self, schema: Any, param: str, choices: int = 0) -> tuple[int, int]:
+        """Check one schema; returns the alternatives counted so far (``choices`` plus its)
+        and its size as JSON."""
         size = len(orjson.dumps(schema))
         if size > self.max_schema_bytes:
             raise InvalidRequest(
@@ -138,7 +142,7 @@ class Bounds:
                 "(max_schema_choices).",
                 param=param,
             )
-        return choices
+        return choices, size
 
 
 def _content_length(content: Any) -> int:

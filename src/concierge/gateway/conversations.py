@@ -182,6 +182,7 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
         external_id="-",
         text=body.content,
         conversation_id=conversation,
+        priority_key=f"key:{key.id}",  # the model's queue is shared fairly by API key
         language=request.headers.get("accept-language"),
     )
     spent: list[TokenCount] = []

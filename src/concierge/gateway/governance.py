@@ -32,6 +32,7 @@ from concierge.gateway.auth import (
     manages,
 )
 from concierge.gateway.body import json_body, parse
+from concierge.gateway.limits import client_address
 from concierge.gateway.preconditions import etag, if_match
 from concierge.gateway.responses import AI_HEADERS, JSON
 from concierge.gateway.schemas import (
@@ -373,7 +374,7 @@ async def post_consent(request: Request) -> JSON:
 async def _public(request: Request) -> None:
     """Routes anyone may call (no key) have a budget of calls a minute per client address."""
     c = concierge(request)
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     await c.limiter.hit(
         f"public-ip:{address}",
         c.settings.widget_ip_requests_per_minute,

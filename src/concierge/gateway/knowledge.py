@@ -181,6 +181,8 @@ async def _uploaded(request: Request) -> list[Source]:
             name = (upload.filename or "").strip()
             if not name:
                 raise InvalidRequest("every uploaded file needs a file name", param="file")
+            if len(name) > 500:
+                raise InvalidRequest("a file name has at most 500 characters", param="file")
             if name in seen:
                 raise InvalidRequest(f"the file '{name}' was sent twice", param="file")
             seen.add(name)

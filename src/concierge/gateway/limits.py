@@ -8,9 +8,11 @@ database column can store and PostgreSQL refuses even in a lookup.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import unquote_to_bytes
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concierge.errors import InvalidRequest, PayloadTooLarge
@@ -91,6 +93,22 @@ class RefuseNul:
 
 class _TooLarge(Exception):
     pass
+
+
+def client_address(request: Request) -> str:
+    """Who is calling, for per-address budgets: the client's address (from X-Forwarded-For
+    when the server trusts the proxy, see ``trusted_proxies``), an IPv6 one by its /64 (one
+    subscriber's whole prefix, which costs an attacker nothing to vary within)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def too_large(max_bytes: int | None = None) -> PayloadTooLarge:

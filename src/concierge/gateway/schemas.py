@@ -376,6 +376,9 @@ class DocumentsIn(_Strict):
     def _something(self) -> DocumentsIn:
         if not self.documents and not self.urls:
             raise ValueError("give at least one document or URL")
+        for u in self.urls:
+            if u.id is None and len(u.url) > 500:
+                raise ValueError("a URL longer than 500 characters needs an id")
         ids = [d.id for d in self.documents] + [u.id or u.url for u in self.urls]
         if len(set(ids)) != len(ids):
             raise ValueError("document ids must be unique within one request")

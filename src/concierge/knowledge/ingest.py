@@ -226,7 +226,12 @@ class Ingestor:
         if self.fetch is None:
             source.error = InvalidDocument("URLs cannot be fetched here", param="url")
             return source
-        return await self.fetch(item.url, item.external_id, item.metadata)
+        try:
+            return await self.fetch(item.url, item.external_id, item.metadata)
+        except Exception:  # one source's failure is its own, never the job's
+            log.exception("fetching %s failed", item.url)
+            source.error = InvalidDocument(f"fetching {item.url} failed (internal error)")
+            return source
 
     def _parse(self, source: Source) -> _Parsed:
         raw = source.data
@@ -243,6 +248,10 @@ class Ingestor:
                 doc = self.sandbox.parse(source.data or b"", source.filename, source.content_type)
         except InvalidDocument as exc:
             return _Parsed(source, None, exc, digest, size)
+        except Exception:  # one source's failure is its own, never the job's
+            log.exception("parsing %s failed", source.external_id)
+            failed = InvalidDocument(f"{source.external_id} could not be parsed (internal error)")
+            return _Parsed(source, None, failed, digest, size)
         return _Parsed(source, doc, None, digest, size)
 
     def _store(

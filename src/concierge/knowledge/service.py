@@ -150,7 +150,7 @@ class Knowledge:
             external_id or url,
             got.data,
             filename=got.filename,
-            content_type=got.content_type,
+            content_type=(got.content_type or "")[:200] or None,  # a header: any length
             source=got.url,
             metadata={"url": got.url, **(metadata or {})},
         )

@@ -76,7 +76,7 @@ def create_job(conn: Connection, kb: KnowledgeBase, sources: Sequence[Any]) -> i
                 "record": {"title": record.title, "text": record.text} if record else None,
                 "url": source.url,
                 "filename": source.filename,
-                "content_type": source.content_type,
+                "content_type": (source.content_type or "")[:200] or None,
                 "source": source.source,
                 "metadata": source.metadata,
                 "error": source.error.message if source.error is not None else None,

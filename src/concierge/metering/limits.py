@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from concierge.errors import QuotaExceeded, RateLimited
 from concierge.keys import ApiKey
 
+MAX_NAMED_BUCKETS = 100_000  # per-address and per-visitor buckets kept in one process
 # Tokens used by a key since a moment, from the ledger: (api_key_id, since) -> tokens.
 UsageSource = Callable[[int, datetime], Awaitable[int]]
 
@@ -103,11 +104,12 @@ class MemoryLimiter(Limiter):
         self._tokens: dict[int, _Bucket] = {}
         self._used: dict[tuple[int, str, str], int] = {}
         self._named: dict[str, _Bucket] = {}
+        self._pruned = 0.0
 
     async def hit(self, name: str, per_minute: int, what: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        if len(self._named) > 100_000:  # bounded: full buckets carry no information anyway
-            self._named = {k: b for k, b in self._named.items() if now - b.stamp < 60}
+        if len(self._named) > MAX_NAMED_BUCKETS and now - self._pruned > 10:
+            self._prune(now)
         bucket = self._named.setdefault(name, _Bucket(per_minute, now))
         bucket.refill(per_minute, now)
         if bucket.tokens < 1:
@@ -116,6 +118,15 @@ class MemoryLimiter(Limiter):
                 retry_after=(1 - bucket.tokens) * 60.0 / per_minute,
             )
         bucket.tokens -= 1
+
+    def _prune(self, now: float) -> None:
+        """Keep the named buckets bounded: a bucket untouched for a minute is full again and
+        says nothing; if that is not enough, the least recently used half goes."""
+        self._pruned = now
+        self._named = {k: b for k, b in self._named.items() if now - b.stamp < 60}
+        if len(self._named) > MAX_NAMED_BUCKETS:
+            newest = sorted(self._named.items(), key=lambda kv: kv[1].stamp)
+            self._named = dict(newest[len(newest) // 2 :])
 
     async def admit(self, key: ApiKey, now: float | None = None) -> None:
         now = time.time() if now is None else now

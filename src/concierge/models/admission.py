@@ -119,7 +119,8 @@ class Admission:
                 f"{self.model_id} is busy: {waiting} requests are waiting; try again shortly",
                 retry,
             )
-        expected = self.expected_wait(waiting + running)
+        # With nobody waiting, the request is next: it is let in whatever the running one costs.
+        expected = self.expected_wait(waiting + running) if waiting else None
         if expected is not None and expected > self.max_wait:
             self.stats.refused("expected_wait")
             raise Busy(

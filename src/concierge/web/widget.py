@@ -45,6 +45,7 @@ from concierge.errors import AuthenticationFailed, NotFound, PermissionDenied
 from concierge.gateway import complaints, errors
 from concierge.gateway.body import parse
 from concierge.gateway.conversations import NativeFormat
+from concierge.gateway.limits import client_address
 from concierge.gateway.replies import respond
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import MAX_ID, ConsentIn, MessageIn, ReportIn, RowId
@@ -86,6 +87,10 @@ class WidgetKeys:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._keys: dict[int, tuple[ApiKey, float]] = {}
+
+    def invalidate(self) -> None:
+        """Forget every cached key (one was revoked on this replica: it takes effect now)."""
+        self._keys.clear()
 
     async def get(self, db: Database, org_id: int) -> ApiKey:
         hit = self._keys.get(org_id)
@@ -166,13 +171,13 @@ async def _gate(
     visitor within their calls a minute (``creates``: new visitors and conversations, which
     have a smaller budget per address)."""
     c = concierge(request)
-    found = await c.db.read(lambda conn: _published(conn, request, org, assistant))
-    key = await c.widget_keys.get(c.db, found.org_id)  # 403 once revoked: the kill switch
     settings = c.settings
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     await c.limiter.hit(
         f"widget-ip:{address}", settings.widget_ip_requests_per_minute, "requests from your address"
     )
+    found = await c.db.read(lambda conn: _published(conn, request, org, assistant))
+    key = await c.widget_keys.get(c.db, found.org_id)  # 403 once revoked: the kill switch
     if creates:
         await c.limiter.hit(
             f"widget-new:{address}",
@@ -307,7 +312,9 @@ async def send(org: str, assistant: str, conversation: RowId, request: Request) 
         external_id=visitor,
         text=body.content,
         conversation_id=conversation,
-        priority_key=f"visitor:{visitor}",
+        # The model's queue is shared fairly by client address (one address minting visitors
+        # cannot fill it).
+        priority_key=f"widget:{client_address(request)}",
         language=request.headers.get("accept-language"),
     )
     runtime: Runtime = concierge(request).runtime
