@@ -31,11 +31,11 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Any
 
 import httpx
-
 from harness import ROOT, free_port, save, server
 
 ADMIN = "sk-cc-bench-admin-abuse-0123456789abcdef"
@@ -92,8 +92,6 @@ async def dropped_embeddings(client: httpx.AsyncClient, ctx: dict[str, Any]) -> 
 
 
 async def zip_bomb(client: httpx.AsyncClient, ctx: dict[str, Any]) -> int:
-    if "bomb" not in ctx:
-        ctx["bomb"] = docx_bomb(10_000_000)
     files = {"file": ("invoice.docx", ctx["bomb"], "application/octet-stream")}
     return (
         await client.post(f"/v1/knowledge_bases/{ctx['kb']}/documents", files=files)
@@ -139,9 +137,7 @@ async def ssrf(client: httpx.AsyncClient, ctx: dict[str, Any]) -> int:
         "http://169.254.169.254/latest/meta-data/",
     ]
     body = {"urls": [{"url": u} for u in urls]}
-    return (
-        await client.post(f"/v1/knowledge_bases/{ctx['kb']}/documents", json=body)
-    ).status_code
+    return (await client.post(f"/v1/knowledge_bases/{ctx['kb']}/documents", json=body)).status_code
 
 
 SCENARIOS: dict[str, Attack | None] = {
@@ -159,8 +155,9 @@ SCENARIOS: dict[str, Attack | None] = {
 # -- the ordinary client ---------------------------------------------------------------------
 
 
-async def ordinary(client: httpx.AsyncClient, widget: httpx.AsyncClient, ctx: dict[str, Any],
-                   until: float) -> list[float]:
+async def ordinary(
+    client: httpx.AsyncClient, widget: httpx.AsyncClient, ctx: dict[str, Any], until: float
+) -> list[float]:
     """Ordinary requests every 250 ms until ``until``: their latencies in ms (an error counts
     as the time it took, and is noted)."""
     latencies: list[float] = []
@@ -186,49 +183,86 @@ async def ordinary(client: httpx.AsyncClient, widget: httpx.AsyncClient, ctx: di
                 headers=ctx["visitor"],
             )
         latencies.append((time.perf_counter() - started) * 1000)
+        if os.environ.get("ABUSE_DEBUG") and latencies[-1] > 500:
+            print(
+                f"  slow ordinary request: kind {kind}, {latencies[-1]:.0f} ms at "
+                f"{until - time.monotonic():.1f} s before the end",
+                file=sys.stderr,
+            )
         if answer.status_code >= 400:
             ctx.setdefault("ordinary_errors", Counter())[answer.status_code] += 1
         await asyncio.sleep(0.25)
     return latencies
 
 
-async def scenario(
-    name: str, attack: Attack | None, seconds: float, admin: httpx.AsyncClient,
-    app: httpx.AsyncClient, widget: httpx.AsyncClient, ctx: dict[str, Any],
-) -> dict[str, Any]:
-    ctx.pop("ordinary_errors", None)
-    until = time.monotonic() + seconds
+async def attack_loop(name: str, base: str, ctx: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """In the attacker's own process: run scenario ``name`` for ``seconds``."""
+    attack = SCENARIOS[name]
+    assert attack is not None
+    admin_headers = {"Authorization": f"Bearer {ADMIN}", "OpenAI-Organization": "acme"}
     outcomes: Counter[int] = Counter()
     answer_ms: list[float] = []
-
-    async def attacker() -> None:
+    until = time.monotonic() + seconds
+    async with (
+        httpx.AsyncClient(base_url=base, headers=admin_headers, timeout=120) as admin,
+        httpx.AsyncClient(base_url=base, timeout=30) as widget,
+    ):
+        ctx = {**ctx, "widget": widget}
+        if name.startswith("DOCX"):
+            ctx["bomb"] = docx_bomb(10_000_000)  # built before the clock starts
+            until = time.monotonic() + seconds
         while time.monotonic() < until:
             started = time.perf_counter()
             try:
-                status = await attack(admin, ctx)  # type: ignore[misc]
+                status = await attack(admin, ctx)
             except httpx.HTTPError as exc:
                 status = 0
                 print(f"  attacker: {type(exc).__name__}", file=sys.stderr)
             answer_ms.append((time.perf_counter() - started) * 1000)
             outcomes[status] += 1
+    return {
+        "statuses": dict(outcomes),
+        "answer_ms_p50": round(statistics.median(answer_ms), 1) if answer_ms else None,
+        "burst": dict(ctx.get("burst", {})) or None,
+    }
 
-    tasks = [ordinary(app, widget, ctx, until)]
-    if attack is not None:
-        tasks.append(attacker())  # type: ignore[arg-type]
-    results = await asyncio.gather(*tasks)
-    latencies = sorted(results[0])
+
+def attacker_process(name: str, base: str, ctx: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return asyncio.run(attack_loop(name, base, ctx, seconds))
+
+
+async def scenario(
+    name: str,
+    seconds: float,
+    base: str,
+    app: httpx.AsyncClient,
+    widget: httpx.AsyncClient,
+    ctx: dict[str, Any],
+    pool: ProcessPoolExecutor,
+) -> dict[str, Any]:
+    """The ordinary client here, the attacker in a process of its own (building an abusive
+    request costs the client CPU time that must not count against the server)."""
+    ctx.pop("ordinary_errors", None)
+    loop = asyncio.get_running_loop()
+    attacker: asyncio.Future[dict[str, Any]] | None = None
+    if SCENARIOS[name] is not None:
+        plain = {k: v for k, v in ctx.items() if k in ("kb", "help", "port")}
+        attacker = loop.run_in_executor(pool, attacker_process, name, base, plain, seconds)
+        await asyncio.sleep(0.5)  # the attacker's interpreter starts; then both run
+    latencies = sorted(await ordinary(app, widget, ctx, time.monotonic() + seconds))
+    attacked = await attacker if attacker is not None else {"statuses": {}, "burst": None}
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
     return {
         "scenario": name,
-        "attacker_requests": sum(outcomes.values()),
-        "attacker_statuses": dict(outcomes),
-        "attacker_answer_ms_p50": round(statistics.median(answer_ms), 1) if answer_ms else None,
+        "attacker_requests": sum(attacked["statuses"].values()),
+        "attacker_statuses": attacked["statuses"],
+        "attacker_answer_ms_p50": attacked.get("answer_ms_p50"),
         "ordinary_requests": len(latencies),
         "ordinary_p50_ms": round(statistics.median(latencies), 1),
         "ordinary_p95_ms": round(p95, 1),
         "ordinary_max_ms": round(latencies[-1], 1),
         "ordinary_errors": dict(ctx.get("ordinary_errors", {})),
-        "burst_statuses": dict(ctx.pop("burst", {})) if "burst" in ctx else None,
+        "burst_statuses": attacked["burst"],
     }
 
 
@@ -251,12 +285,14 @@ async def prepare(base: str, port: int) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as widget:
         token = (await widget.post("/widget/v1/acme/acme-support/visitors")).json()["token"]
         ctx["visitor"] = {"X-Concierge-Visitor": token}
-        made = await widget.post("/widget/v1/acme/acme-support/conversations", headers=ctx["visitor"])
+        made = await widget.post(
+            "/widget/v1/acme/acme-support/conversations", headers=ctx["visitor"]
+        )
         ctx["visitor_cid"] = made.json()["id"]
     return ctx
 
 
-async def run(seconds: float) -> dict[str, Any]:
+async def run(seconds: float, database: str | None = None) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,46 +302,79 @@ async def run(seconds: float) -> dict[str, Any]:
             "CONCIERGE_ADMIN_KEY": ADMIN,
             "CONCIERGE_PORT": str(port),
             "CONCIERGE_LOG_LEVEL": "warning",
+            **({"CONCIERGE_DATABASE_URL": database} if database else {}),
             # The attacker and the widget scenario come from one address: let it through the
             # per-address budgets, so what is measured is the server's own protection.
             "CONCIERGE_WIDGET_IP_REQUESTS_PER_MINUTE": "100000",
             "CONCIERGE_WIDGET_NEW_VISITORS_PER_MINUTE": "100000",
         }
         concierge = [sys.executable, "-m", "concierge"]
-        subprocess.run([*concierge, "demo", "seed"], env={**os.environ, **env}, check=True,
-                       cwd=tmp, capture_output=True)
+        subprocess.run(
+            [*concierge, "demo", "seed"],
+            env={**os.environ, **env},
+            check=True,
+            cwd=tmp,
+            capture_output=True,
+        )
         with server([*concierge, "serve"], base + "/readyz", env=env, timeout=300):
             ctx = await prepare(base, port)
-            admin_headers = {"Authorization": f"Bearer {ADMIN}", "OpenAI-Organization": "acme"}
             app_headers = {"Authorization": f"Bearer {ctx['app_key']}"}
             async with (
-                httpx.AsyncClient(base_url=base, headers=admin_headers, timeout=120) as admin,
                 httpx.AsyncClient(base_url=base, headers=app_headers, timeout=30) as app,
                 httpx.AsyncClient(base_url=base, timeout=30) as widget,
             ):
-                ctx["widget"] = widget
                 results = []
-                for name, attack in SCENARIOS.items():
-                    print(f"- {name}", file=sys.stderr)
-                    results.append(await scenario(name, attack, seconds, admin, app, widget, ctx))
-                    await asyncio.sleep(1.0)  # let the previous attack's work drain
-    return {"seconds_per_scenario": seconds, "scenarios": results}
+                with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                    for name in SCENARIOS:
+                        print(f"- {name}", file=sys.stderr)
+                        results.append(await scenario(name, seconds, base, app, widget, ctx, pool))
+                        await asyncio.sleep(1.0)  # let the previous attack's work drain
+    return {
+        "seconds_per_scenario": seconds,
+        "database": "postgresql" if database else "sqlite",
+        "scenarios": results,
+    }
+
+
+def reset(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--only", help="run the scenarios whose name contains this (and the baseline)"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL database to use instead of SQLite (it is emptied first)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.seconds))
+    if args.only:
+        for name in list(SCENARIOS):
+            if args.only not in name and not name.startswith("baseline"):
+                del SCENARIOS[name]
+    if args.database_url:
+        reset(args.database_url)
+    result = asyncio.run(run(args.seconds, args.database_url))
     path = save("abuse", result)
-    print(f"| scenario | attacker (status: count) | ordinary p50 / p95 / max ms | ordinary errors |")
+    print("| scenario | attacker (status: count) | ordinary p50 / p95 / max ms | ordinary errors |")
     print("|---|---|---|---|")
     for row in result["scenarios"]:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row["attacker_statuses"].items()))
         if row["burst_statuses"]:
-            statuses += " (burst: " + ", ".join(
-                f"{k}: {v}" for k, v in sorted(row["burst_statuses"].items())
-            ) + ")"
+            statuses += (
+                " (burst: "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(row["burst_statuses"].items()))
+                + ")"
+            )
         print(
             f"| {row['scenario']} | {statuses or '—'} | {row['ordinary_p50_ms']} / "
             f"{row['ordinary_p95_ms']} / {row['ordinary_max_ms']} | "

@@ -39,6 +39,7 @@ class Drafted:
     conversation: Conversation
     user_turn: Turn
     reply_id: int
+    reply_created: datetime
     new_conversation: bool  # made for this exchange (taken back with it)
     new_user: bool
     keeper: Draft | None = None

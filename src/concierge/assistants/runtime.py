@@ -29,6 +29,7 @@ with the error when the model broke off — so what the user saw is on record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -57,7 +58,7 @@ from concierge.assistants.events import (
 )
 from concierge.assistants.intents import wants_human
 from concierge.assistants.output import OutputFilter, Withdrawn, notices, with_prefix
-from concierge.assistants.prompt import HistoryTurn, Passage, Spotlight, build
+from concierge.assistants.prompt import Built, HistoryTurn, Passage, Spotlight, build
 from concierge.assistants.retrieval import knowledge_bases, retrieve
 from concierge.assistants.tools import ToolResult, call_http_tool, parse_arguments
 from concierge.config import Settings
@@ -297,68 +298,45 @@ class Runtime:
             yield await self._save(ctx, inbound, text, progress, timings, started, verdict)
             return
 
-        mark = time.perf_counter()
-        passages = await retrieve(
-            self.knowledge,
-            ctx.knowledge_bases,
-            text,
-            config.retrieval_k,
-            config.retrieval_mode,
-        )
-        timings["retrieval_ms"] = _ms(mark)
-
-        mark = time.perf_counter()
-        route = self.route(config)
-        context = config.max_context_tokens
-        if route[0].context_length:  # never plan for more than the model can read
-            context = min(context, route[0].context_length)
-        message, history, memories = text, ctx.history, ctx.memories
-        names: Pseudonyms | None = None
-        if gov.pii.redact_external_models and not route[0].runs_locally:
-            # Personal data stays on this machine: the external model sees placeholders
-            # ([EMAIL_1]); its answer and its tool calls get the real values back here.
-            names = Pseudonyms(self.governance.detector, gov.pii.entities)
-            message = names.mask(message)
-            history = [
-                t if t.masked else HistoryTurn(t.role, names.mask(t.content)) for t in history
-            ]
-            memories = [names.mask(m) for m in memories]
-        defence = gov.injection
-        spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
-        # Counted with the model's own tokenizer where it has one (a history sent through the
-        # OpenAI door is trimmed to fit, never refused for being long), off the event loop.
-        built = await asyncio.to_thread(
-            functools.partial(
-                build,
-                instructions=config.instructions,
-                message=message,
-                history=history,
-                passages=passages,
-                memories=memories,
-                max_context_tokens=context,
-                max_reply_tokens=min(config.max_reply_tokens, context // 2),
-                spotlight=spotlight,
-                count=route[0].count_tokens,
+        route = self.route(config)  # an unknown model is refused before anything is stored
+        # On record from here: the user's turn, and the reply as it streams (drafts.py). The
+        # draft is written while retrieval and the prompt are under way.
+        opening = asyncio.ensure_future(self._open_draft(ctx, inbound, text, progress, verdict))
+        try:
+            mark = time.perf_counter()
+            passages = await retrieve(
+                self.knowledge,
+                ctx.knowledge_bases,
+                text,
+                config.retrieval_k,
+                config.retrieval_mode,
             )
-        )
-        tools = self._tool_specs(config, ctx)
-        timings["prompt_ms"] = _ms(mark)
-
-        progress.passages = list(built.passages)
-        messages = list(built.messages)
-        output = OutputFilter(
-            progress,
-            gov,
-            self.governance,
-            datamarking=spotlight.datamarking,
-            restorer=StreamRestorer(names) if names is not None else None,
-            leak_guard=(
-                LeakGuard(config.instructions) if defence.enabled and defence.leak_guard else None
-            ),
-            check_output=gov.moderation.enabled and gov.moderation.check_output,
-        )
-        # On record from here: the user's turn, and the reply as it streams (drafts.py).
-        draft = await self._open_draft(ctx, inbound, text, progress, verdict)
+            timings["retrieval_ms"] = _ms(mark)
+            mark = time.perf_counter()
+            built, names, spotlight = await self._prompt(ctx, text, passages, route)
+            tools = self._tool_specs(config, ctx)
+            timings["prompt_ms"] = _ms(mark)
+            progress.passages = list(built.passages)
+            messages = list(built.messages)
+            defence = gov.injection
+            output = OutputFilter(
+                progress,
+                gov,
+                self.governance,
+                datamarking=spotlight.datamarking,
+                restorer=StreamRestorer(names) if names is not None else None,
+                leak_guard=(
+                    LeakGuard(config.instructions)
+                    if defence.enabled and defence.leak_guard
+                    else None
+                ),
+                check_output=gov.moderation.enabled and gov.moderation.check_output,
+            )
+            draft = await opening
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._discard_draft(await opening)
+            raise
         saved = False
         try:
             async for event in self._generate(
@@ -761,7 +739,10 @@ class Runtime:
                 governance=reply_record,
             )
             if draft is not None:
-                reply_turn = store.finish_turn(conn, dataclasses.replace(reply, id=draft.reply_id))
+                drafted = dataclasses.replace(
+                    reply, id=draft.reply_id, created_at=draft.reply_created
+                )
+                reply_turn = store.finish_turn(conn, drafted)
             else:
                 asking = store.new_turn(conversation, "user", asked, governance=asked_record)
                 user_turn, reply_turn = store.add_turns(conn, conversation, [asking, reply])
@@ -829,6 +810,48 @@ class Runtime:
             record["masked"] = True
         return record
 
+    # -- step 4: the prompt ----------------------------------------------------------------
+
+    async def _prompt(
+        self, ctx: _Context, text: str, passages: list[Passage], route: list[Model]
+    ) -> tuple[Built, Pseudonyms | None, Spotlight]:
+        """The prompt within the token budget; personal data pseudonymised for a model
+        outside this server."""
+        config, gov = ctx.config, ctx.policy
+        context = config.max_context_tokens
+        if route[0].context_length:  # never plan for more than the model can read
+            context = min(context, route[0].context_length)
+        message, history, memories = text, ctx.history, ctx.memories
+        names: Pseudonyms | None = None
+        if gov.pii.redact_external_models and not route[0].runs_locally:
+            # Personal data stays on this machine: the external model sees placeholders
+            # ([EMAIL_1]); its answer and its tool calls get the real values back here.
+            names = Pseudonyms(self.governance.detector, gov.pii.entities)
+            message = names.mask(message)
+            history = [
+                t if t.masked else HistoryTurn(t.role, names.mask(t.content)) for t in history
+            ]
+            memories = [names.mask(m) for m in memories]
+        defence = gov.injection
+        spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
+        # Counted with the model's own tokenizer where it has one (a history sent through the
+        # OpenAI door is trimmed to fit, never refused for being long), off the event loop.
+        built = await asyncio.to_thread(
+            functools.partial(
+                build,
+                instructions=config.instructions,
+                message=message,
+                history=history,
+                passages=passages,
+                memories=memories,
+                max_context_tokens=context,
+                max_reply_tokens=min(config.max_reply_tokens, context // 2),
+                spotlight=spotlight,
+                count=route[0].count_tokens,
+            )
+        )
+        return built, names, spotlight
+
     # -- the draft: the exchange on record while the reply is written -----------------------
 
     async def _open_draft(
@@ -872,6 +895,7 @@ class Runtime:
                 conversation,
                 user_turn,
                 reply_turn.id,
+                reply_turn.created_at,
                 new_conversation=ctx.conversation is None,
                 new_user=new_user,
             )

@@ -409,21 +409,17 @@ def add_turns(conn: Connection, conversation: Conversation, new: Sequence[Turn])
 
 
 def finish_turn(conn: Connection, turn: Turn) -> Turn:
-    """Write ``turn`` (made by :func:`new_turn`, with the id of a stored draft) over the draft:
-    a reply is stored before it is written and finished in place."""
+    """Write ``turn`` (the id and creation time of a stored draft, the rest made by
+    :func:`new_turn`) over the draft, in one statement: a reply is stored before it is written
+    and finished in place (the conversation was marked updated when the draft was stored)."""
+    finished = dataclasses.replace(turn, updated_at=datetime.now(UTC))
     values = {
         k: v
-        for k, v in dataclasses.asdict(turn).items()
+        for k, v in dataclasses.asdict(finished).items()
         if k not in ("id", "conversation_id", "role", "created_at")
     }
-    values["updated_at"] = datetime.now(UTC)
     conn.execute(update(turns).where(turns.c.id == turn.id).values(values))
-    conn.execute(
-        update(conversations)
-        .where(conversations.c.id == turn.conversation_id)
-        .values(updated_at=values["updated_at"])
-    )
-    return _turn(conn.execute(select(turns).where(turns.c.id == turn.id)).one())
+    return finished
 
 
 def touch_draft(conn: Connection, turn_id: int, content: str | None) -> None:

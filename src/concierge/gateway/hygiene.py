@@ -35,6 +35,15 @@ DOCS_POLICY = (
 )
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 DOCS_PATHS = ("/docs", "/redoc")
+Headers = tuple[tuple[bytes, bytes], ...]
+NOSNIFF: Headers = ((b"x-content-type-options", b"nosniff"),)
+DATA_HEADERS: Headers = (*NOSNIFF, (b"content-security-policy", DATA_POLICY.encode()))
+_FRAMES: Headers = (
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+)
+PAGE_HEADERS: Headers = (*NOSNIFF, (b"content-security-policy", PAGE_POLICY.encode()), *_FRAMES)
+DOCS_HEADERS: Headers = (*NOSNIFF, (b"content-security-policy", DOCS_POLICY.encode()), *_FRAMES)
 
 
 class SecurityHeaders:
@@ -52,28 +61,19 @@ class SecurityHeaders:
             )
             await JSON(error.to_dict(), status_code=error.status)(scope, receive, send)
             return
-        docs = scope["path"].startswith(DOCS_PATHS)
+        page_headers = DOCS_HEADERS if scope["path"].startswith(DOCS_PATHS) else PAGE_HEADERS
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                kind = next((v for n, v in headers if n.lower() == b"content-type"), b"")
-                extra = [(b"x-content-type-options", b"nosniff")]
-                if b"content-security-policy" not in names:
-                    if kind.startswith(b"text/html"):
-                        policy = DOCS_POLICY if docs else PAGE_POLICY
-                        extra += [
-                            (b"content-security-policy", policy.encode()),
-                            (b"x-frame-options", b"DENY"),
-                            (b"referrer-policy", b"strict-origin-when-cross-origin"),
-                        ]
-                    else:
-                        extra.append((b"content-security-policy", DATA_POLICY.encode()))
-                message["headers"] = [
-                    *(h for h in headers if h[0].lower() != b"x-content-type-options"),
-                    *extra,
-                ]
+                headers = message.get("headers") or []
+                html = own_policy = False
+                for name, value in headers:  # Starlette's header names are lower case
+                    if name == b"content-type":
+                        html = value.startswith(b"text/html")
+                    elif name == b"content-security-policy":
+                        own_policy = True
+                extra = NOSNIFF if own_policy else page_headers if html else DATA_HEADERS
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
