@@ -127,7 +127,6 @@ class Concierge:
                 load = getattr(backend, "load", None)
                 if load is not None:
                     self._warmups.append(loop.run_in_executor(None, load))
-            self._warmups.append(loop.run_in_executor(None, self.knowledge.sandbox.warm))
 
     async def shutdown(self) -> None:
         await self.retention.stop()

@@ -21,10 +21,10 @@ Workers are started on first use and kept (recycled after a number of documents)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import resource
 import threading
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -37,6 +37,7 @@ from concierge.knowledge.parsers import ParsedDocument, parse
 
 log = logging.getLogger(__name__)
 TASKS_PER_WORKER = 200  # a worker is replaced after this many documents
+STARTUP_SECONDS = 60.0  # a worker being started (or replaced) on a busy machine
 _ERRORS: dict[str, type[InvalidDocument]] = {
     cls.__name__: cls for cls in (InvalidDocument, UnsupportedDocumentType, DocumentTooLarge)
 }
@@ -88,6 +89,7 @@ class Sandbox:
         self.limits = limits
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
+        self._waiting: set[Future[Any]] = set()
 
     def _workers(self) -> ProcessPool:
         with self._lock:
@@ -129,9 +131,14 @@ class Sandbox:
             ),
             timeout=limits.timeout_seconds,
         )
+        self._waiting.add(future)
         try:
-            kind, value = future.result()
+            # The pool times the parse itself; this bounds the wait for a worker to start too.
+            kind, value = future.result(timeout=limits.timeout_seconds + STARTUP_SECONDS)
+        except CancelledError:
+            raise InvalidDocument(f"{name} was not parsed: the server is stopping") from None
         except FutureTimeout:
+            future.cancel()  # still waiting for a worker: it is not started at all
             raise InvalidDocument(
                 f"{name} took longer than {limits.timeout_seconds:g} s to parse; it was stopped"
             ) from None
@@ -141,18 +148,17 @@ class Sandbox:
                 f"{name} could not be parsed: the parser stopped (it may need more than "
                 f"{limits.max_memory_bytes // 2**20} MB of memory)"
             ) from None
+        finally:
+            self._waiting.discard(future)
         if kind == "ok":
             assert isinstance(value, ParsedDocument)
             return value
         raise _ERRORS.get(kind, InvalidDocument)(f"{value}")
 
-    def warm(self) -> None:
-        """Start the workers now (blocking; call it from a thread): starting one costs about a
-        second of CPU, better spent at start-up than in front of the first upload."""
-        with contextlib.suppress(InvalidDocument):  # a plain text always parses
-            self.parse(b"warm-up", "warm-up.txt")
-
     def close(self) -> None:
+        """Stop the workers; a parse still waiting ends with an error, never hangs."""
+        for future in list(self._waiting):
+            future.cancel()
         with self._lock:
             if self._pool is not None:
                 self._pool.stop()  # type: ignore[no-untyped-call]
