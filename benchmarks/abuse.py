@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -38,26 +36,11 @@ from typing import Any
 import httpx
 from harness import ROOT, free_port, save, server
 
+sys.path.insert(0, str(ROOT))  # the test helpers' zip bomb
+from tests.helpers import docx_bomb
+
 ADMIN = "sk-cc-bench-admin-abuse-0123456789abcdef"
 Attack = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[int]]
-
-
-def docx_bomb(paragraphs: int) -> bytes:
-    import docx
-
-    base = io.BytesIO()
-    docx.Document().save(base)
-    source = zipfile.ZipFile(io.BytesIO(base.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for item in source.infolist():
-            data = source.read(item.filename)
-            if item.filename == "word/document.xml":
-                head, tail = data.split(b"<w:body>")
-                paragraph = b"<w:p><w:r><w:t>a</w:t></w:r></w:p>"
-                data = head + b"<w:body>" + paragraph * paragraphs + tail
-            archive.writestr(item, data)
-    return out.getvalue()
 
 
 # -- the attacks: each sends one abusive request and returns its status ----------------------

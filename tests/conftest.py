@@ -247,8 +247,9 @@ class LiveServer:
         self._log_file.close()
 
 
-def server_env(tmp_path: Path, db_url: str, models_dir: Path) -> dict[str, str]:
-    """The environment of a test's `concierge` subprocess (server or command)."""
+def server_env(tmp_path: Path, db_url: str, models_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a test's `concierge` subprocess (server or command); ``settings``
+    add or override ``CONCIERGE_<NAME>`` variables (``llm_enabled="false"``)."""
     return {
         "CONCIERGE_DATA_DIR": str(tmp_path),
         "CONCIERGE_DATABASE_URL": db_url,
@@ -257,6 +258,8 @@ def server_env(tmp_path: Path, db_url: str, models_dir: Path) -> dict[str, str]:
         "CONCIERGE_KEY_CACHE_SECONDS": "0",
         "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
         "CONCIERGE_LOG_LEVEL": "warning",
+        "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
+        **{f"CONCIERGE_{name.upper()}": value for name, value in settings.items()},
     }
 
 

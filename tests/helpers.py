@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
+import docx
 import orjson
 from sqlalchemy import select
 
@@ -26,3 +29,21 @@ def sse_payloads(body: str) -> list[Any]:
             data = block[6:]
             out.append(data if data == "[DONE]" else orjson.loads(data))
     return out
+
+
+def docx_bomb(paragraphs: int) -> bytes:
+    """A valid DOCX whose body is ``paragraphs`` tiny paragraphs: it compresses ~300:1."""
+    base = io.BytesIO()
+    docx.Document().save(base)
+    source = zipfile.ZipFile(io.BytesIO(base.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "word/document.xml":
+                head, tail = data.split(b"<w:body>")
+                data = (
+                    head + b"<w:body>" + b"<w:p><w:r><w:t>a</w:t></w:r></w:p>" * paragraphs + tail
+                )
+            archive.writestr(item, data)
+    return out.getvalue()

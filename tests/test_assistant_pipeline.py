@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from concierge.app import Concierge
 from concierge.store.tables import conversations, memories, turns
-from tests.conftest import ADMIN_KEY, LiveServer, http_client
+from tests.conftest import ADMIN_KEY, LiveServer, http_client, server_env
 from tests.scripted import (
     DISCLOSED,
     POLICY,
@@ -525,19 +525,15 @@ async def test_a_client_that_hangs_up_leaves_a_partial_turn(
     slow = await SlowUpstream.start()
     written, ended, fake = slow.written, slow.ended, slow.server
     upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    server = await asyncio.to_thread(
-        LiveServer,
-        {
-            "CONCIERGE_DATA_DIR": str(tmp_path),
-            "CONCIERGE_DATABASE_URL": db_url,
-            "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-            "CONCIERGE_LLM_ENABLED": "false",
-            "CONCIERGE_EMBEDDING_ENABLED": "false",
-            "CONCIERGE_UPSTREAMS": json.dumps([upstream]),
-            "CONCIERGE_LOG_LEVEL": "warning",
-        },
+    env = server_env(
         tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled="false",
+        embedding_enabled="false",
+        upstreams=json.dumps([upstream]),
     )
+    server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         async with httpx.AsyncClient(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}

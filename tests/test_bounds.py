@@ -6,13 +6,10 @@ ordinary requests all along. Each test is bounded in time: it fails rather than 
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import docx
 import httpx
 import pytest
 
@@ -23,7 +20,16 @@ from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.models.admission import Admission, Busy
 from concierge.models.llama import _pieces, tokenize
 from concierge.models.registry import ModelRegistry
-from tests.conftest import ADMIN_KEY, EMBEDDER, LLM, LiveServer, http_client, make_settings
+from tests.conftest import (
+    ADMIN_KEY,
+    EMBEDDER,
+    LLM,
+    LiveServer,
+    http_client,
+    make_settings,
+    server_env,
+)
+from tests.helpers import docx_bomb
 
 CHAT = {"model": LLM, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -182,24 +188,6 @@ async def test_a_moderation_pattern_cannot_freeze_the_server(pipeline: Any) -> N
 # -- documents ------------------------------------------------------------------------------
 
 
-def docx_bomb(paragraphs: int) -> bytes:
-    """A valid DOCX whose body is ``paragraphs`` tiny paragraphs: it compresses ~300:1."""
-    base = io.BytesIO()
-    docx.Document().save(base)
-    source = zipfile.ZipFile(io.BytesIO(base.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for item in source.infolist():
-            data = source.read(item.filename)
-            if item.filename == "word/document.xml":
-                head, tail = data.split(b"<w:body>")
-                data = (
-                    head + b"<w:body>" + b"<w:p><w:r><w:t>a</w:t></w:r></w:p>" * paragraphs + tail
-                )
-            archive.writestr(item, data)
-    return out.getvalue()
-
-
 def test_archives_are_measured_before_they_are_opened() -> None:
     bomb = docx_bomb(2_000_000)  # ~0.2 MB that expands to 70 MB
     sandbox = Sandbox(Limits(max_expanded_bytes=10_000_000))
@@ -328,14 +316,7 @@ async def test_a_burst_gets_quick_refusals_not_a_long_wait(
 async def test_embeddings_stop_when_the_client_leaves(
     tmp_path: Path, db_url: str, models_dir: Path
 ) -> None:
-    env = {
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_MODELS_DIR": str(models_dir),
-        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-        "CONCIERGE_LLM_ENABLED": "false",
-        "CONCIERGE_LOG_LEVEL": "warning",
-    }
+    env = server_env(tmp_path, db_url, models_dir, llm_enabled="false")
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -367,7 +348,14 @@ async def test_the_openai_door_trims_a_long_history_to_the_budget(
     client: httpx.AsyncClient,
 ) -> None:
     made = await client.post(
-        "/v1/assistants", json={"name": "talker", "builtin_tools": [], "max_reply_tokens": 16}
+        "/v1/assistants",
+        # A small budget: the history is many times over it, and the model's prefill is short.
+        json={
+            "name": "talker",
+            "builtin_tools": [],
+            "max_reply_tokens": 4,
+            "max_context_tokens": 600,
+        },
     )
     assert made.status_code == 201, made.text
     english = "We talked about boots and the weather and the shipping of parcels today. " * 3
@@ -379,7 +367,7 @@ async def test_the_openai_door_trims_a_long_history_to_the_budget(
         body = {
             "model": "assistant:talker",
             "messages": [*history, {"role": "user", "content": "And the boots?"}],
-            "max_tokens": 16,
+            "max_tokens": 4,
         }
         answer = await client.post("/v1/chat/completions", json=body)
         assert answer.status_code == 200, answer.text[:300]

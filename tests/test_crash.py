@@ -18,22 +18,9 @@ from sqlalchemy import func, select
 from concierge.app import Concierge
 from concierge.store import Database
 from concierge.store.tables import documents, ingestion_items, ingestion_jobs
-from tests.conftest import ADMIN_KEY, ROOT, LiveServer, make_settings
+from tests.conftest import ADMIN_KEY, ROOT, LiveServer, make_settings, server_env
 from tests.scripted import DISCLOSED
 from tests.test_upstream import SlowUpstream
-
-
-def _env(tmp_path: Path, db_url: str, models_dir: Path, **more: str) -> dict[str, str]:
-    return {
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_MODELS_DIR": str(models_dir),
-        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-        "CONCIERGE_LLM_ENABLED": "false",
-        "CONCIERGE_LOG_LEVEL": "warning",
-        "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
-        **more,
-    }
 
 
 async def test_a_reply_cut_by_kill_9_is_kept_with_the_users_message(
@@ -41,14 +28,15 @@ async def test_a_reply_cut_by_kill_9_is_kept_with_the_users_message(
 ) -> None:
     slow = await SlowUpstream.start()
     upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = _env(
+    env = server_env(
         tmp_path,
         db_url,
         models_dir,
-        CONCIERGE_EMBEDDING_ENABLED="false",
-        CONCIERGE_UPSTREAMS=json.dumps([upstream]),
-        CONCIERGE_REPLY_FLUSH_SECONDS="0.2",
-        CONCIERGE_REPLY_STALE_SECONDS="2",
+        llm_enabled="false",
+        embedding_enabled="false",
+        upstreams=json.dumps([upstream]),
+        reply_flush_seconds="0.2",
+        reply_stale_seconds="2",
     )
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
@@ -149,7 +137,7 @@ async def test_a_job_killed_while_staging_resumes_with_every_document(
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src"),
-        **_env(tmp_path, db_url, models_dir),
+        **server_env(tmp_path, db_url, models_dir, llm_enabled="false"),
     }
     worker = subprocess.Popen(
         [sys.executable, "-c", STAGER, str(kb.org_id), str(kb.id)],

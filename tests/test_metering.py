@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from concierge.store import Database
 from concierge.store.tables import usage_records
-from tests.conftest import ADMIN_KEY, LLM, LiveServer
+from tests.conftest import ADMIN_KEY, LLM, LiveServer, server_env
 from tests.test_upstream import SlowUpstream
 
 PROMPT = "Tell me a long story about a lighthouse keeper and the sea, please. " * 4
@@ -55,16 +55,14 @@ async def _hang_up(client: httpx.AsyncClient, path: str, body: dict[str, Any], a
 async def slow_server(tmp_path: Path, db_url: str, models_dir: Path) -> Any:
     slow = await SlowUpstream.start()
     upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = {
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-        "CONCIERGE_LLM_ENABLED": "false",
-        "CONCIERGE_EMBEDDING_ENABLED": "false",
-        "CONCIERGE_UPSTREAMS": json.dumps([upstream]),
-        "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
-        "CONCIERGE_LOG_LEVEL": "warning",
-    }
+    env = server_env(
+        tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled="false",
+        embedding_enabled="false",
+        upstreams=json.dumps([upstream]),
+    )
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     yield server
     await asyncio.to_thread(server.stop)
@@ -130,16 +128,9 @@ async def test_hanging_up_is_metered_and_counts_against_the_quota(
 async def test_the_embedded_model_meters_a_hang_up_too(
     tmp_path: Path, db_url: str, models_dir: Path
 ) -> None:
-    env = {
-        "CONCIERGE_DATA_DIR": str(tmp_path),
-        "CONCIERGE_DATABASE_URL": db_url,
-        "CONCIERGE_MODELS_DIR": str(models_dir),
-        "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-        "CONCIERGE_EMBEDDING_ENABLED": "false",
-        "CONCIERGE_LLM_CONTEXT_LENGTH": "1024",
-        "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
-        "CONCIERGE_LOG_LEVEL": "warning",
-    }
+    env = server_env(
+        tmp_path, db_url, models_dir, embedding_enabled="false", llm_context_length="1024"
+    )
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -27,7 +27,14 @@ from concierge.models.base import GenerationRequest, Message, Model
 from concierge.models.upstream import OpenAIUpstream, UpstreamClient
 from concierge.store import Database
 from concierge.store.tables import usage_records
-from tests.conftest import ADMIN_KEY, LiveServer, free_port, http_client, make_settings
+from tests.conftest import (
+    ADMIN_KEY,
+    LiveServer,
+    free_port,
+    http_client,
+    make_settings,
+    server_env,
+)
 from tests.helpers import ledger_rows, sse_payloads
 
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
@@ -541,20 +548,15 @@ async def test_a_client_that_hangs_up_stops_the_upstream_request(
     slow = await SlowUpstream.start()
     written, ended, fake = slow.written, slow.ended, slow.server
     upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    server = await asyncio.to_thread(
-        LiveServer,
-        {
-            "CONCIERGE_DATA_DIR": str(tmp_path),
-            "CONCIERGE_DATABASE_URL": db_url,
-            "CONCIERGE_ADMIN_KEY": ADMIN_KEY,
-            "CONCIERGE_LLM_ENABLED": "false",
-            "CONCIERGE_EMBEDDING_ENABLED": "false",
-            "CONCIERGE_UPSTREAMS": json.dumps([upstream]),
-            "CONCIERGE_USAGE_FLUSH_SECONDS": "0.01",
-            "CONCIERGE_LOG_LEVEL": "warning",
-        },
+    env = server_env(
         tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled="false",
+        embedding_enabled="false",
+        upstreams=json.dumps([upstream]),
     )
+    server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         async with httpx.AsyncClient(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -16,13 +16,13 @@ text, the draft is taken back whole (nothing stored, the user sends again), as b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from concierge import background
 from concierge.conversations import store
 from concierge.conversations.store import Conversation, EndUser, Turn
 from concierge.store import Database
@@ -71,11 +71,8 @@ class Draft:
         self._task = asyncio.create_task(self._keep(), name=f"draft-{self.turn_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await background.stop(task)
 
     async def _keep(self) -> None:
         while True:
@@ -127,8 +124,5 @@ class Recovery:
             await asyncio.sleep(self.stale_seconds / 2)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await background.stop(task)

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from concierge import orgs
+from concierge import background, orgs
 from concierge.conversations import store
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
@@ -303,11 +303,8 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="retention-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await background.stop(task)
         if self._purging is not None:
             # A purge runs in a worker thread: let it finish its transaction first.
             with contextlib.suppress(Exception):
