@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from concierge.app import Concierge
 from concierge.store.tables import conversations, memories, turns
-from tests.conftest import ADMIN_KEY, LiveServer, http_client, server_env
+from tests.conftest import ADMIN_KEY, LiveServer, http_client
 from tests.scripted import (
     DISCLOSED,
     POLICY,
@@ -524,15 +524,7 @@ async def test_a_client_that_hangs_up_leaves_a_partial_turn(
     """Through a real server: the model call stops and what was shown is stored as partial."""
     slow = await SlowUpstream.start()
     written, ended, fake = slow.written, slow.ended, slow.server
-    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = server_env(
-        tmp_path,
-        db_url,
-        models_dir,
-        llm_enabled="false",
-        embedding_enabled="false",
-        upstreams=json.dumps([upstream]),
-    )
+    env = slow.server_env(tmp_path, db_url, models_dir)
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         async with httpx.AsyncClient(

@@ -27,16 +27,8 @@ async def test_a_reply_cut_by_kill_9_is_kept_with_the_users_message(
     tmp_path: Path, db_url: str, models_dir: Path
 ) -> None:
     slow = await SlowUpstream.start()
-    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = server_env(
-        tmp_path,
-        db_url,
-        models_dir,
-        llm_enabled="false",
-        embedding_enabled="false",
-        upstreams=json.dumps([upstream]),
-        reply_flush_seconds="0.2",
-        reply_stale_seconds="2",
+    env = slow.server_env(
+        tmp_path, db_url, models_dir, reply_flush_seconds="0.2", reply_stale_seconds="2"
     )
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     server = await asyncio.to_thread(LiveServer, env, tmp_path)

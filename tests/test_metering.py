@@ -6,7 +6,6 @@ door. Real servers, real hang-ups."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +53,7 @@ async def _hang_up(client: httpx.AsyncClient, path: str, body: dict[str, Any], a
 @pytest.fixture
 async def slow_server(tmp_path: Path, db_url: str, models_dir: Path) -> Any:
     slow = await SlowUpstream.start()
-    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = server_env(
-        tmp_path,
-        db_url,
-        models_dir,
-        llm_enabled="false",
-        embedding_enabled="false",
-        upstreams=json.dumps([upstream]),
-    )
+    env = slow.server_env(tmp_path, db_url, models_dir)
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     yield server
     await asyncio.to_thread(server.stop)

@@ -160,6 +160,21 @@ class SlowUpstream:
     def base_url(self) -> str:
         return str(self.server.make_url("/v1"))
 
+    def server_env(
+        self, tmp_path: Path, db_url: str, models_dir: Path, **settings: str
+    ) -> dict[str, str]:
+        """A `concierge serve` environment whose only model is this upstream's ``big``."""
+        upstream = {"name": "slow", "base_url": self.base_url, "models": ["big"]}
+        return server_env(
+            tmp_path,
+            db_url,
+            models_dir,
+            llm_enabled="false",
+            embedding_enabled="false",
+            upstreams=json.dumps([upstream]),
+            **settings,
+        )
+
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -547,15 +562,7 @@ async def test_a_client_that_hangs_up_stops_the_upstream_request(
     """Through a real server: the gateway drops the upstream call and records a 499."""
     slow = await SlowUpstream.start()
     written, ended, fake = slow.written, slow.ended, slow.server
-    upstream = {"name": "slow", "base_url": slow.base_url, "models": ["big"]}
-    env = server_env(
-        tmp_path,
-        db_url,
-        models_dir,
-        llm_enabled="false",
-        embedding_enabled="false",
-        upstreams=json.dumps([upstream]),
-    )
+    env = slow.server_env(tmp_path, db_url, models_dir)
     server = await asyncio.to_thread(LiveServer, env, tmp_path)
     try:
         async with httpx.AsyncClient(
