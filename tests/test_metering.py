@@ -69,10 +69,12 @@ async def test_hanging_up_is_metered_and_counts_against_the_quota(
             "/v1/assistants", json={"name": "support", "model": "big", "builtin_tools": []}
         )
         assert made.status_code == 201, made.text
-        key = await client.post(
-            "/api/keys", json={"org": "default", "name": "app", "tokens_per_day": 120}
-        )
+        key = await client.post("/api/keys", json={"org": "default", "name": "app"})
         secret = key.json()["key"]
+        small = await client.post(
+            "/api/keys", json={"org": "default", "name": "small", "tokens_per_day": 50}
+        )
+        limited = small.json()["key"]
     app = {"Authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(base_url=slow_server.url, headers=app, timeout=30) as client:
         cid = (
@@ -109,11 +111,15 @@ async def test_hanging_up_is_metered_and_counts_against_the_quota(
             # says) and about the streamed chunks were written: not zero, not the whole 200.
             assert row.prompt_tokens >= 40, row
             assert 5 <= row.completion_tokens < 200, row
-        # Those tokens count: the day's quota of 120 is spent, hanging up did not dodge it.
-        over = await client.post(
-            "/v1/chat/completions", json={"model": "big", "messages": messages}
-        )
+    # Those tokens count: one hang-up spends a day's quota of 50; hanging up does not dodge it.
+    app = {"Authorization": f"Bearer {limited}"}
+    async with httpx.AsyncClient(base_url=slow_server.url, headers=app, timeout=30) as client:
+        body = {"model": "big", "messages": messages, "stream": True}
+        await _hang_up(client, "/v1/chat/completions", body, after=10)
+        await _rows(db_url, 5)
+        over = await client.post("/v1/chat/completions", json=body)
         assert over.status_code == 429 and over.json()["error"]["code"] == "insufficient_quota"
+        assert "daily quota" in over.json()["error"]["message"]
 
 
 async def test_the_embedded_model_meters_a_hang_up_too(

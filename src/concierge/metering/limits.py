@@ -58,9 +58,12 @@ def _periods_of_day(day_number: int) -> tuple[Period, Period]:
     )
 
 
+_PERIODIC = {"day": "daily", "month": "monthly"}
+
+
 def _quota_error(key: ApiKey, period: Period, limit: int, now: float) -> QuotaExceeded:
     return QuotaExceeded(
-        f"API key {key.prefix}… has used its {period.kind}ly quota of {limit} tokens; "
+        f"API key {key.prefix}… has used its {_PERIODIC[period.kind]} quota of {limit} tokens; "
         f"it resets at {period.end.isoformat()}",
         retry_after=period.end.timestamp() - now,
     )
