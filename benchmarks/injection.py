@@ -207,8 +207,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from concierge.assistants.events import Completed, Inbound
     from concierge.config import Settings
     from concierge.governance import policy as policies
+    from concierge.knowledge.corpus import CorpusRecord
     from concierge.knowledge.ingest import Source
-    from concierge.knowledge.parsers import CorpusRecord
     from concierge.knowledge.service import ingest_now
 
     cases = [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]

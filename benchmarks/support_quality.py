@@ -73,8 +73,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from concierge.assistants.events import Completed, Inbound
     from concierge.config import Settings
     from concierge.knowledge import documents
+    from concierge.knowledge.corpus import CorpusRecord
     from concierge.knowledge.ingest import Source
-    from concierge.knowledge.parsers import CorpusRecord
     from concierge.knowledge.service import ingest_now
 
     rows = list(csv.DictReader(DATA.open(encoding="utf-8")))

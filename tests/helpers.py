@@ -11,7 +11,13 @@ import orjson
 from sqlalchemy import select
 
 from concierge.app import Concierge
+from concierge.config import Settings
+from concierge.knowledge.parsers import Parsers
+from concierge.plugins import plugin_manager
 from concierge.store.tables import usage_records
+
+# The document parsers a server has with no plugin installed (the built-in formats).
+PARSERS = Parsers.from_plugins(plugin_manager(entry_points=False), Settings())
 
 
 async def ledger_rows(app: Concierge) -> list[Any]:

@@ -134,7 +134,7 @@ async def pipeline(
     # The operator's tools in these tests are servers on this machine: an exception the
     # machine's operator makes (tenants cannot), as for an intranet service. A test marked
     # ``@pytest.mark.egress(networks)`` sets its own; ``@pytest.mark.settings(**values)``
-    # sets any other setting.
+    # sets any other setting; ``@pytest.mark.plugins(*plugins)`` registers plugins.
     marker = request.node.get_closest_marker("egress")
     networks = list(marker.args[0]) if marker else ["127.0.0.1"]
     more = request.node.get_closest_marker("settings")
@@ -146,7 +146,14 @@ async def pipeline(
         egress_allowed_networks=networks,
         **(more.kwargs if more else {}),
     )
-    app = Concierge(settings, registry=models, entry_points=False, preload_models=False)
+    extra = request.node.get_closest_marker("plugins")
+    app = Concierge(
+        settings,
+        registry=models,
+        plugins=extra.args if extra else (),
+        entry_points=False,
+        preload_models=False,
+    )
     await app.startup()
     async with http_client(app) as client:
         holder["p"] = Pipeline(app, fake, client)

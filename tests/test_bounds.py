@@ -29,7 +29,7 @@ from tests.conftest import (
     make_settings,
     server_env,
 )
-from tests.helpers import docx_bomb
+from tests.helpers import PARSERS, docx_bomb
 
 CHAT = {"model": LLM, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -190,7 +190,7 @@ async def test_a_moderation_pattern_cannot_freeze_the_server(pipeline: Any) -> N
 
 def test_archives_are_measured_before_they_are_opened() -> None:
     bomb = docx_bomb(2_000_000)  # ~0.2 MB that expands to 70 MB
-    sandbox = Sandbox(Limits(max_expanded_bytes=10_000_000))
+    sandbox = Sandbox(Limits(max_expanded_bytes=10_000_000), PARSERS)
     try:
         with pytest.raises(Exception, match="expands to"):
             sandbox.parse(bomb, "bomb.docx")
@@ -200,8 +200,8 @@ def test_archives_are_measured_before_they_are_opened() -> None:
 
 def test_a_parse_that_takes_too_long_or_too_much_memory_is_stopped() -> None:
     bomb = docx_bomb(2_000_000)
-    slow = Sandbox(Limits(timeout_seconds=0.5, max_expanded_bytes=10**9))
-    hungry = Sandbox(Limits(max_memory_bytes=256 * 2**20, max_expanded_bytes=10**9))
+    slow = Sandbox(Limits(timeout_seconds=0.5, max_expanded_bytes=10**9), PARSERS)
+    hungry = Sandbox(Limits(max_memory_bytes=256 * 2**20, max_expanded_bytes=10**9), PARSERS)
     try:
         with pytest.raises(Exception, match=r"took longer than 0\.5 s"):
             slow.parse(bomb, "bomb.docx")

@@ -21,14 +21,15 @@ from concierge.app import Concierge
 from concierge.errors import Conflict, InvalidDocument, InvalidRequest, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
+from concierge.knowledge.corpus import iter_jsonl
 from concierge.knowledge.ingest import Ingestor, Source, get_job
-from concierge.knowledge.parsers import iter_jsonl
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.service import ingest_now
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
 from concierge.store.tables import chunks, documents, knowledge_bases
 from tests.conftest import EMBEDDER, ROOT
+from tests.helpers import PARSERS
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def kb(db: Database, org_ids: tuple[int, int]) -> KnowledgeBase:
 @pytest.fixture
 def ingestor(db: Database, registry: ModelRegistry) -> Iterator[Ingestor]:
     embedder = registry.embedder(EMBEDDER)
-    sandbox = Sandbox(Limits(max_document_bytes=100_000))
+    sandbox = Sandbox(Limits(max_document_bytes=100_000), PARSERS)
     yield Ingestor(db, embedder, count_tokens=embedder.count_tokens, sandbox=sandbox)
     sandbox.close()
 
@@ -219,17 +220,21 @@ import asyncio, json, sys
 from pathlib import Path
 from concierge.knowledge import bases
 from concierge.knowledge.ingest import Ingestor, Source
-from concierge.knowledge.parsers import iter_jsonl
+from concierge.knowledge.corpus import iter_jsonl
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.models.minilm import MiniLMEmbeddings
 from concierge.models.assets import minilm_dir
 from concierge.store import Database
+from concierge.config import Settings
+from concierge.knowledge.parsers import Parsers
+from concierge.plugins import plugin_manager
 
+PARSERS = Parsers.from_plugins(plugin_manager(entry_points=False), Settings())
 url, models, kb_id, org_id, path = sys.argv[1:6]
 db = Database(url)
 embedder = MiniLMEmbeddings("all-minilm-l6-v2", lambda: minilm_dir(Path(models)))
 kb = db.read_sync(lambda conn: bases.get(conn, int(org_id), int(kb_id)))
-sandbox = Sandbox(Limits())
+sandbox = Sandbox(Limits(), PARSERS)
 ingestor = Ingestor(
     db, embedder, count_tokens=embedder.count_tokens, sandbox=sandbox, batch_documents=4
 )

@@ -15,17 +15,16 @@ import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
+from concierge.config import Settings
 from concierge.errors import DocumentTooLarge, InvalidDocument, UnsupportedDocumentType
 from concierge.knowledge.chunking import Chunk, chunk_document, estimate_tokens
-from concierge.knowledge.parsers import (
-    Block,
-    CorpusRecord,
-    ParsedDocument,
-    detect_format,
-    iter_jsonl,
-    parse,
-    parse_record,
-)
+from concierge.knowledge.corpus import CorpusRecord, iter_jsonl, parse_record
+from concierge.knowledge.parsers import Block, ParsedDocument, Parsers
+from concierge.plugins import plugin_manager
+
+PARSERS = Parsers.from_plugins(plugin_manager(entry_points=False), Settings())
+parse = PARSERS.parse
+detect_format = PARSERS.detect_format
 
 
 def make_pdf(
@@ -189,7 +188,7 @@ def test_format_is_read_from_content_before_name_and_type() -> None:
         (b"  \n\n ", "blank.md", InvalidDocument, "is empty"),
         (b"MZ\x90\x00binary", "setup.exe", UnsupportedDocumentType, "not a supported"),
         (b"x", "data.xlsx", UnsupportedDocumentType, "'.xlsx' is not a supported"),
-        (b"PK\x03\x04not really a zip", "a.zip", UnsupportedDocumentType, "not a Word"),
+        (b"PK\x03\x04not really a zip", "a.zip", UnsupportedDocumentType, "ZIP archive but not a"),
         (b"plain", "fake.docx", InvalidDocument, "not a valid DOCX"),
         (b"caf\xe9 au lait", "latin1.txt", InvalidDocument, "not valid UTF-8 (byte 3)"),
         (b"<html><script>x()</script></html>", "s.html", InvalidDocument, "contains no text"),

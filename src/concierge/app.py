@@ -8,6 +8,7 @@ different settings can run side by side in one process (the tests do).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -20,28 +21,19 @@ from fastapi import FastAPI
 from concierge import __version__, keys
 from concierge.assistants.drafts import Recovery
 from concierge.assistants.runtime import Runtime
+from concierge.assistants.toolbox import Toolbox
 from concierge.config import Settings
 from concierge.egress import Egress, EgressPolicy
-from concierge.gateway import (
-    admin,
-    assistants,
-    body,
-    complaints,
-    conversations,
-    errors,
-    governance,
-    health,
-    knowledge,
-    openai,
-    vector_stores,
-)
+from concierge.gateway import body, errors
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.bounds import Bounds
 from concierge.gateway.hygiene import SecurityHeaders
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
+from concierge.gateway.routes import Routes
 from concierge.governance.pii import install_log_redaction
 from concierge.governance.retention import Scheduler
 from concierge.governance.service import Governance
+from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge
 from concierge.metering import Metering
 from concierge.metering.ledger import UsageLedger, tokens_since
@@ -50,8 +42,7 @@ from concierge.metrics import Metrics
 from concierge.models.registry import ModelRegistry
 from concierge.plugins import plugin_manager
 from concierge.store import Database, migrate
-from concierge.web import pages
-from concierge.web.widget import VisitorSigner, WidgetKeys, widget_app
+from concierge.web.widget import VisitorSigner, WidgetKeys
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +77,20 @@ class Concierge:
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         # Every URL an organisation can point the server at is fetched under this policy.
         self.egress = Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
-        self.knowledge = Knowledge(self.db, self.registry, settings, self.egress)
+        self.knowledge = Knowledge(
+            self.db, self.registry, settings, self.egress, Parsers.from_plugins(self.pm, settings)
+        )
         self.governance = Governance(self.db, self.pm, settings)
         self.retention = Scheduler(self.db, settings.retention_interval_seconds)
         self.recovery = Recovery(self.db, settings.reply_stale_seconds)
         self.runtime = Runtime(
-            self.db, self.registry, self.knowledge, settings, self.governance, self.egress
+            self.db,
+            self.registry,
+            self.knowledge,
+            settings,
+            self.governance,
+            self.egress,
+            Toolbox.from_plugins(self.pm, settings),
         )
         self.widget_signer = VisitorSigner()
         self.widget_keys = WidgetKeys(settings.key_cache_seconds)
@@ -124,11 +123,19 @@ class Concierge:
                 *self.registry.models.values(),
                 *self.registry.embedding_models.values(),
             ]:
-                load = getattr(backend, "load", None)
-                if load is not None:
-                    self._warmups.append(loop.run_in_executor(None, load))
+                if backend.holds_weights:
+                    self._warmups.append(loop.run_in_executor(None, backend.load))
+        for started in self.pm.hook.startup(concierge=self):
+            if inspect.isawaitable(started):
+                await started
 
     async def shutdown(self) -> None:
+        for stopped in self.pm.hook.shutdown(concierge=self):
+            if inspect.isawaitable(stopped):
+                try:
+                    await stopped
+                except Exception:  # the rest must still close
+                    log.exception("a plugin's shutdown failed")
         await self.retention.stop()
         await self.recovery.stop()
         await self.knowledge.close()
@@ -162,18 +169,12 @@ class Concierge:
         )
         app.state.concierge = self
         errors.install(app)
-        app.include_router(openai.router)
-        app.include_router(knowledge.router)
-        app.include_router(vector_stores.router)
-        app.include_router(assistants.router)
-        app.include_router(conversations.router)
-        app.include_router(complaints.router)
-        app.include_router(governance.router)
-        app.include_router(governance.admin)
-        app.include_router(admin.router)
-        app.include_router(health.router)
-        app.include_router(pages.router)
-        app.mount("/widget/v1", widget_app(self))
+        routes = Routes()
+        self.pm.hook.register_routes(routes=routes, concierge=self)
+        for router in routes.routers:
+            app.include_router(router)
+        for path, mounted in routes.mounts:
+            app.mount(path, mounted)
         app.add_middleware(
             BodySizeLimit,
             max_bytes=self.settings.max_body_bytes,
@@ -184,17 +185,7 @@ class Concierge:
 
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:
-                document = body.add_schemas(
-                    FastAPI.openapi(app),
-                    [
-                        *openai.BODY_MODELS,
-                        *knowledge.BODY_MODELS,
-                        *assistants.BODY_MODELS,
-                        *conversations.BODY_MODELS,
-                        *complaints.BODY_MODELS,
-                        *governance.BODY_MODELS,
-                    ],
-                )
+                document = body.add_schemas(FastAPI.openapi(app), routes.body_models)
                 app.openapi_schema = errors.document_errors(document)
             return app.openapi_schema
 

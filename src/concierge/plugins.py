@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 
 import pluggy
 
 from concierge import hookspecs
-
-BUILTIN_PLUGINS = ("concierge.models.plugins", "concierge.governance.plugins")
+from concierge.default_plugins import DEFAULT_PLUGINS
 
 
 def plugin_manager(
@@ -17,9 +17,8 @@ def plugin_manager(
     """A fresh plugin manager (one per app, no global state) with built-ins and ``extra``."""
     pm = pluggy.PluginManager("concierge")
     pm.add_hookspecs(hookspecs)
-    for name in BUILTIN_PLUGINS:
-        module = __import__(name, fromlist=["_"])
-        pm.register(module, name)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name)
     if entry_points:
         pm.load_setuptools_entrypoints("concierge")
     for plugin in extra:

@@ -31,8 +31,9 @@ from concierge.governance.policy import AssistantGovernance
 from concierge.store import aware, id_is
 from concierge.store.tables import assistant_versions, assistants
 
-BuiltinTool = Literal["search_knowledge", "remember", "handoff_to_human"]
-BUILTIN_TOOLS: tuple[BuiltinTool, ...] = ("search_knowledge", "remember", "handoff_to_human")
+# The registered tools (concierge.assistants.toolbox) an assistant has unless it says otherwise;
+# the built-in ones, registered by concierge.default_plugins.tools.
+BUILTIN_TOOLS: tuple[str, ...] = ("search_knowledge", "remember", "handoff_to_human")
 TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 MASK = "********"  # what the API shows in place of a tool's header values
 
@@ -121,7 +122,12 @@ class AssistantConfig(_Config):
         description="Ids of the knowledge bases it answers from.",
     )
     tools: list[HttpTool] = Field(default_factory=list, max_length=32)
-    builtin_tools: list[BuiltinTool] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    builtin_tools: list[Annotated[str, Field(pattern=TOOL_NAME.pattern)]] = Field(
+        default_factory=lambda: list(BUILTIN_TOOLS),
+        max_length=64,
+        description="Registered tools it may call, by name (search_knowledge, remember, "
+        "handoff_to_human and any a plugin adds).",
+    )
     greeting: str | None = Field(None, max_length=2000)
     temperature: float = Field(0.3, ge=0, le=2)
     max_context_tokens: int = Field(

@@ -15,14 +15,18 @@ neutralised all the same.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from concierge.governance.injection import DATAMARK, datamark, hierarchy_rules
+from concierge.governance.pii import Detector, Pseudonyms
+from concierge.governance.policy import OrgPolicy
 from concierge.knowledge.chunking import estimate_tokens
-from concierge.models.base import Message
+from concierge.models.base import Message, Model
 
 Counter = Callable[[str], int]
 _MARKER = re.compile(r"<{2,}|>{2,}")
@@ -178,3 +182,51 @@ def build(
     messages = [Message("system", system), *window, Message("user", message)]
     tokens = tokens_of(system) + used + tokens_of(message)
     return Built(messages, kept, spot.tag, tokens, dropped, kept_memories)
+
+
+async def prepare(
+    *,
+    instructions: str,
+    message: str,
+    history: Sequence[HistoryTurn],
+    passages: Sequence[Passage],
+    memories: Sequence[str],
+    max_context_tokens: int,
+    max_reply_tokens: int,
+    model: Model,
+    policy: OrgPolicy,
+    detector: Detector,
+) -> tuple[Built, Pseudonyms | None, Spotlight]:
+    """Step 4 of a reply: the prompt for ``model`` within the token budget, personal data
+    pseudonymised for a model outside this server (the pseudonyms are returned to restore the
+    real values in its answer and tool calls)."""
+    context = max_context_tokens
+    if model.context_length:  # never plan for more than the model can read
+        context = min(context, model.context_length)
+    names: Pseudonyms | None = None
+    if policy.pii.redact_external_models and not model.runs_locally:
+        # Personal data stays on this machine: the external model sees placeholders
+        # ([EMAIL_1]); its answer and its tool calls get the real values back here.
+        names = Pseudonyms(detector, policy.pii.entities)
+        message = names.mask(message)
+        history = [t if t.masked else HistoryTurn(t.role, names.mask(t.content)) for t in history]
+        memories = [names.mask(m) for m in memories]
+    defence = policy.injection
+    spotlight = Spotlight(datamarking=defence.datamarking, defended=defence.enabled)
+    # Counted with the model's own tokenizer where it has one (a history sent through the
+    # OpenAI door is trimmed to fit, never refused for being long), off the event loop.
+    built = await asyncio.to_thread(
+        functools.partial(
+            build,
+            instructions=instructions,
+            message=message,
+            history=history,
+            passages=passages,
+            memories=memories,
+            max_context_tokens=context,
+            max_reply_tokens=min(max_reply_tokens, context // 2),
+            spotlight=spotlight,
+            count=model.count_tokens,
+        )
+    )
+    return built, names, spotlight

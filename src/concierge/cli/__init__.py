@@ -1,7 +1,14 @@
-"""The ``concierge`` command. Each command group lives in its own module of this package."""
+"""The ``concierge`` command. Each command group lives in its own module of this package.
+
+Commands come from the ``register_commands`` hook (the built-in ones from
+:mod:`concierge.default_plugins.commands`), asked for the first time the command line needs
+them; a built-in group's module is imported only when that group runs (or ``--help`` lists
+it), so importing this package imports none of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +57,39 @@ def print_table(table: Table) -> None:
     Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
-class _Group(click.Group):
+class CommandGroup(click.Group):
+    """The ``concierge`` group: commands from plugins, loaded on first use; a
+    :class:`ConciergeError` becomes a readable message and exit code, never a traceback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, str] = {}
+        self._registered = False
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Add the command at ``target`` (``"package.module:attribute"``) as ``name``, imported
+        when it is first needed."""
+        self._lazy[name] = target
+
+    def _register(self) -> None:
+        if not self._registered:
+            self._registered = True
+            from concierge.plugins import plugin_manager
+
+            plugin_manager().hook.register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._register()
+        return sorted({*self.commands, *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._register()
+        if cmd_name not in self.commands and cmd_name in self._lazy:
+            module, _, attribute = self._lazy.pop(cmd_name).partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -59,7 +98,7 @@ class _Group(click.Group):
             sys.exit(2 if exc.status < 500 else 1)
 
 
-@click.group(cls=_Group)
+@click.group(cls=CommandGroup)
 @click.version_option(__version__, prog_name="concierge")
 @click.option(
     "--config",
@@ -72,35 +111,3 @@ class _Group(click.Group):
 def main(ctx: click.Context, config_file: Path | None) -> None:
     """Concierge: a self-hosted AI assistant platform with an OpenAI-compatible API."""
     ctx.obj = Context(config_file)
-
-
-COMMANDS = (
-    "audit",
-    "chat",
-    "config",
-    "db",
-    "demo",
-    "kb",
-    "keys",
-    "labels",
-    "models",
-    "orgs",
-    "policy",
-    "serve",
-    "subjects",
-    "usage",
-)
-
-
-def _register() -> None:
-    import importlib
-
-    for name in COMMANDS:
-        module = importlib.import_module(f"concierge.cli.{name}")
-        main.add_command(module.command)
-    from concierge.cli.policy import retention_command
-
-    main.add_command(retention_command)
-
-
-_register()

@@ -24,8 +24,10 @@ BODY_MODELS: list[type[BaseModel]] = [AssistantIn, AssistantUpdate]
 
 
 def _check(request: Request, conn: Any, org_id: int, config: AssistantConfig) -> None:
-    """Models must be served here and knowledge bases must be the organisation's own."""
+    """Models must be served here, tools registered here, and knowledge bases must be the
+    organisation's own."""
     registry = concierge(request).registry
+    concierge(request).runtime.toolbox.check(config)
     for model in [config.model, *config.fallback_models]:
         if model is not None:
             registry.route(model)  # NotFound for a model that is not served

@@ -33,9 +33,8 @@ async def readyz(request: Request) -> JSON:
         *c.registry.embedding_models.values(),
     ]
     for backend in backends:
-        loaded = getattr(backend, "loaded", None)
-        if loaded is not None:
-            checks[f"model:{backend.model_id}"] = "ok" if loaded else "loading"
+        if backend.holds_weights:
+            checks[f"model:{backend.model_id}"] = "ok" if backend.loaded else "loading"
     ready = all(v == "ok" for v in checks.values())
     return JSON(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -32,8 +32,8 @@ from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents
 from concierge.knowledge.bases import KnowledgeBase
+from concierge.knowledge.corpus import CorpusRecord
 from concierge.knowledge.ingest import Source, corpus_sources
-from concierge.knowledge.parsers import CorpusRecord
 from concierge.knowledge.service import Knowledge
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["Knowledge bases"])

@@ -36,12 +36,8 @@ from concierge.errors import InvalidDocument, NotFound
 from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
-from concierge.knowledge.parsers import (
-    CorpusRecord,
-    ParsedDocument,
-    iter_jsonl,
-    parse_record,
-)
+from concierge.knowledge.corpus import CorpusRecord, iter_jsonl, parse_record
+from concierge.knowledge.parsers import ParsedDocument
 from concierge.knowledge.sandbox import Sandbox
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database, aware, lock

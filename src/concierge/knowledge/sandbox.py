@@ -12,11 +12,12 @@ open files):
 - a parse that takes longer than ``knowledge_parse_timeout_seconds`` is stopped by killing its
   worker (the pool starts another);
 - archives are measured before they are opened (``knowledge_max_expanded_bytes``,
-  :func:`concierge.knowledge.parsers.parse`);
+  :meth:`concierge.knowledge.parsers.Parsers.parse`);
 - a worker that dies (killed for memory, crashed in a native library) costs that one document,
   reported as its error.
 
-Workers are started on first use and kept (recycled after a number of documents).
+Workers are started on first use and kept (recycled after a number of documents). Each is given
+the server's document parsers (plugins' included) when it starts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 from pebble import ProcessExpired, ProcessPool
 
 from concierge.errors import DocumentTooLarge, InvalidDocument, UnsupportedDocumentType
-from concierge.knowledge.parsers import ParsedDocument, parse
+from concierge.knowledge.parsers import ParsedDocument, Parsers
 
 log = logging.getLogger(__name__)
 TASKS_PER_WORKER = 200  # a worker is replaced after this many documents
@@ -52,9 +53,14 @@ class Limits:
     workers: int = 1
 
 
-def _limit_memory(max_bytes: int) -> None:
-    """The worker's initializer: cap its address space."""
+_worker_parsers: Parsers | None = None  # in a worker process: the parsers it was started with
+
+
+def _start_worker(max_bytes: int, parsers: Parsers) -> None:
+    """The worker's initializer: cap its address space, keep the parsers."""
+    global _worker_parsers
     resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+    _worker_parsers = parsers
 
 
 def _parse(
@@ -66,8 +72,9 @@ def _parse(
     max_expanded: int,
 ) -> tuple[str, Any]:
     """In the worker: ``("ok", document)`` or ``(error class name, message)``."""
+    assert _worker_parsers is not None, "the worker was started without parsers"
     try:
-        doc = parse(
+        doc = _worker_parsers.parse(
             data,
             filename,
             content_type,
@@ -85,8 +92,9 @@ def _parse(
 class Sandbox:
     """The pool of parser processes of one server (or CLI run)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, parsers: Parsers) -> None:
         self.limits = limits
+        self.parsers = parsers
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
         self._waiting: set[Future[Any]] = set()
@@ -97,8 +105,8 @@ class Sandbox:
                 self._pool = ProcessPool(
                     max_workers=self.limits.workers,
                     max_tasks=TASKS_PER_WORKER,
-                    initializer=_limit_memory,
-                    initargs=(self.limits.max_memory_bytes,),
+                    initializer=_start_worker,
+                    initargs=(self.limits.max_memory_bytes, self.parsers),
                     context=get_context("spawn"),
                 )
             return self._pool

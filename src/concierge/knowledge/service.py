@@ -24,10 +24,12 @@ from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.fetch import fetch
 from concierge.knowledge.ingest import Ingestor, JobStatus, Progress, Source, get_job
+from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
 from concierge.models.base import EmbeddingModel
 from concierge.models.registry import ModelRegistry
+from concierge.plugins import plugin_manager
 from concierge.store import Database
 from concierge.store.tables import documents, knowledge_bases
 
@@ -42,9 +44,11 @@ class Knowledge:
         registry: ModelRegistry,
         settings: Settings,
         egress: Egress | None = None,
+        parsers: Parsers | None = None,
     ) -> None:
         """``egress``: the server's outbound sessions (URL fetches); by default one of its
-        own under the settings' policy, closed with this object."""
+        own under the settings' policy, closed with this object. ``parsers``: the document
+        formats it reads; by default those the installed plugins register."""
         self.db = db
         self.registry = registry
         self.settings = settings
@@ -56,7 +60,8 @@ class Knowledge:
                 max_memory_bytes=settings.knowledge_parse_max_memory_mb * 1024 * 1024,
                 max_expanded_bytes=settings.knowledge_max_expanded_bytes,
                 max_document_bytes=settings.knowledge_max_document_bytes,
-            )
+            ),
+            parsers or Parsers.from_plugins(plugin_manager(), settings),
         )
         self.index = SearchIndex(db)
         self._tasks: dict[int, asyncio.Task[None]] = {}

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from concierge.errors import InvalidDocument
 from concierge.knowledge.bases import KnowledgeBase
-from concierge.knowledge.parsers import CorpusRecord
+from concierge.knowledge.corpus import CorpusRecord
 from concierge.store.tables import ingestion_items, ingestion_jobs
 
 MAX_BATCH_ITEMS = 64

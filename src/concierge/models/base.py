@@ -175,10 +175,32 @@ class Finish:
 Event = TextDelta | ToolCallDelta | Finish
 
 
-class Model(ABC):
-    """A chat / completion backend. Subclasses set ``model_id`` and the capability flags."""
+class Backend(ABC):
+    """What every backend shares: its id, and weights it may hold in this process.
+
+    A backend that keeps weights in memory sets ``holds_weights`` and overrides :meth:`load`
+    and :attr:`loaded`: the server loads it in a thread at start and ``/readyz`` reports it
+    "loading" until it is. A remote backend has nothing to load."""
 
     model_id: str
+    owned_by: str = "concierge"
+    holds_weights: bool = False
+
+    def load(self) -> None:
+        """Read the weights (blocking, idempotent; the server calls it in a thread)."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` has finished (always, for a backend with nothing to load)."""
+        return True
+
+    async def aclose(self) -> None:
+        """Release resources (threads, connections) at shutdown."""
+
+
+class Model(Backend):
+    """A chat / completion backend. Subclasses set ``model_id`` and the capability flags."""
+
     owned_by: str = "concierge"
     can_stream: bool = True
     supports_chat: bool = True
@@ -225,9 +247,6 @@ class Model(ABC):
         """How long requests waited and how many were turned away (None: it does not queue)."""
         return None
 
-    async def aclose(self) -> None:
-        """Release resources (threads, connections) at shutdown."""
-
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
@@ -235,11 +254,9 @@ class Embeddings:
     prompt_tokens: int
 
 
-class EmbeddingModel(ABC):
+class EmbeddingModel(Backend):
     """An embedding backend: texts in, one unit-length vector per text out."""
 
-    model_id: str
-    owned_by: str = "concierge"
     dimensions: int
     max_input_tokens: int | None = None
 
@@ -251,6 +268,3 @@ class EmbeddingModel(ABC):
         """How many tokens ``text`` is for this model, to size chunks (thread-safe). This
         default estimates from words; models with a tokenizer count exactly."""
         return (len(text.split()) * 4 + 2) // 3
-
-    async def aclose(self) -> None:
-        """Release resources at shutdown."""

@@ -93,6 +93,7 @@ class LlamaModel(Model):
     supports_tools = True
     supports_json = True
     runs_locally = True
+    holds_weights = True
 
     def __init__(
         self,

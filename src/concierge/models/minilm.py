@@ -248,6 +248,8 @@ class MiniLMEmbeddings(EmbeddingModel):
     long inputs does not hold everyone else's one-line query for its whole run), and a call
     that is cancelled (its client went away) stops after the batch that is running."""
 
+    holds_weights = True
+
     owned_by = "concierge-embedded"
     dimensions = 384
     max_input_tokens = MAX_SEQ_LENGTH
