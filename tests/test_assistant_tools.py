@@ -89,7 +89,7 @@ async def test_a_valid_call_sends_the_secret_and_returns_json(
         )
         assert result.ok, result
         assert result.content == '{"order": "1234", "status": "shipped"}'
-        assert result.record()["result"] == result.content and result.record()["ms"] >= 0
+        assert result.record().result == result.content and result.record().ms >= 0
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 from concierge import orgs
 from concierge.assistants import definitions
 from concierge.assistants.definitions import AssistantConfig
-from concierge.conversations import store
+from concierge.conversations import memory, store
 from concierge.errors import InvalidRequest, NotFound
 from concierge.store import Database
 
@@ -68,27 +68,27 @@ def test_end_users_conversations_turns_and_isolation(db: Database) -> None:
 
 
 def test_memories_dedupe_cap_and_forget(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "MAX_MEMORIES", 3)
+    monkeypatch.setattr(memory, "MAX_MEMORIES", 3)
 
     def run(conn: Connection) -> None:
         acme = orgs.ensure(conn, "acme").id
         bot = definitions.create(conn, acme, "support", AssistantConfig())
         other = definitions.create(conn, acme, "sales", AssistantConfig())
         bob = store.end_user(conn, acme, "web", "visitor-1")
-        first = store.remember(conn, acme, bot.id, bob, "  Size   M  ")
+        first = memory.remember(conn, acme, bot.id, bob, "  Size   M  ")
         assert first.fact == "Size M"
-        assert store.remember(conn, acme, bot.id, bob, "size m").id == first.id
+        assert memory.remember(conn, acme, bot.id, bob, "size m").id == first.id
         for fact in ("Lives in Lyon", "Prefers e-mail", "Has a dog"):
-            store.remember(conn, acme, bot.id, bob, fact)
-        facts = [m.fact for m in store.memories_of(conn, acme, bot.id, bob)]
+            memory.remember(conn, acme, bot.id, bob, fact)
+        facts = [m.fact for m in memory.memories_of(conn, acme, bot.id, bob)]
         assert facts == ["Lives in Lyon", "Prefers e-mail", "Has a dog"]  # the oldest went
-        assert store.memories_of(conn, acme, other.id, bob) == []
+        assert memory.memories_of(conn, acme, other.id, bob) == []
         with pytest.raises(InvalidRequest):
-            store.remember(conn, acme, bot.id, bob, "   ")
-        some = store.memories_of(conn, acme, bot.id, bob)[0]
-        assert store.forget(conn, acme, bot.id, bob, some.id) == 1
+            memory.remember(conn, acme, bot.id, bob, "   ")
+        some = memory.memories_of(conn, acme, bot.id, bob)[0]
+        assert memory.forget(conn, acme, bot.id, bob, some.id) == 1
         with pytest.raises(NotFound):
-            store.forget(conn, acme, bot.id, bob, some.id)
-        assert store.forget(conn, acme, bot.id, bob) == 2
+            memory.forget(conn, acme, bot.id, bob, some.id)
+        assert memory.forget(conn, acme, bot.id, bob) == 2
 
     db.write_sync(run)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -423,3 +425,102 @@ async def test_aiohttp_session_from_egress_refuses_directly() -> None:
             await egress.session().get("http://127.0.0.1:9/")
     finally:
         await egress.close()
+
+
+# -- one session factory, one swappable transport ---------------------------------------------
+
+
+class InProcess:
+    """A transport that sends every connection, whatever the host, to one local test server
+    (what httpx's MockTransport does for httpx clients), and records the hosts asked for."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.hosts: list[str] = []
+
+    def connector(self, policy: EgressPolicy | None, **options: Any) -> aiohttp.BaseConnector:
+        transport = self
+
+        class Here(aiohttp.abc.AbstractResolver):
+            async def resolve(
+                self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+            ) -> list[aiohttp.abc.ResolveResult]:
+                transport.hosts.append(host)
+                return [
+                    {
+                        "hostname": host,
+                        "host": "127.0.0.1",
+                        "port": transport.port,
+                        "family": socket.AF_INET,
+                        "proto": 0,
+                        "flags": 0,
+                    }
+                ]
+
+            async def close(self) -> None:
+                pass
+
+        return aiohttp.TCPConnector(resolver=Here(), **options)
+
+
+async def test_every_outbound_session_comes_through_one_swappable_transport(
+    tmp_path: Path, db_url: str, models_dir: Path
+) -> None:
+    """Model upstreams and HTTP tools alike connect through the server's transport: a test
+    swaps it and answers both in-process, with no network and no egress exception."""
+    answers = iter([calls("stock", {"sku": "TB-1"}), says("Two left.")])
+    seen: list[str] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return next(answers)
+
+    async def stock(request: web.Request) -> web.Response:
+        seen.append(f"{request.host} {await request.text()}")
+        return web.json_response({"in_stock": 2})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/stock", stock)
+    server = TestServer(app)
+    await server.start_server()
+    transport = InProcess(server.port or 0)
+    upstream = {"name": "up", "base_url": "http://models.internal.example/v1", "models": ["big"]}
+    settings = make_settings(
+        tmp_path,
+        db_url,
+        models_dir,
+        llm_enabled=False,
+        embedding_enabled=False,
+        upstreams=[upstream],
+    )
+    concierge = Concierge(settings, entry_points=False, preload_models=False, transport=transport)
+    await concierge.startup()
+    try:
+        async with http_client(concierge) as client:
+            tool = {
+                "name": "stock",
+                "description": "Units in stock for a SKU.",
+                "url": "http://shop.example/stock",
+                "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}},
+            }
+            made = await client.post(
+                "/v1/assistants",
+                json={"name": "s", "model": "big", "tools": [tool], "builtin_tools": []},
+            )
+            assert made.status_code == 201, made.text
+            reply = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "assistant:s",
+                    "user": "u",
+                    "messages": [{"role": "user", "content": "Boots in stock?"}],
+                },
+            )
+            assert reply.status_code == 200, reply.text
+    finally:
+        await concierge.shutdown()
+        await server.close()
+    assert "Two left." in reply.json()["choices"][0]["message"]["content"]
+    assert transport.hosts.count("models.internal.example") >= 1
+    assert "shop.example" in transport.hosts
+    assert seen and '"TB-1"' in seen[0]

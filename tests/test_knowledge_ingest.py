@@ -22,7 +22,8 @@ from concierge.errors import Conflict, InvalidDocument, InvalidRequest, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.corpus import iter_jsonl
-from concierge.knowledge.ingest import Ingestor, Source, get_job
+from concierge.knowledge.ingest import Ingestor, Source
+from concierge.knowledge.jobs import get_job
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.service import ingest_now
 from concierge.models.registry import ModelRegistry

@@ -4,6 +4,8 @@ use (and the built-ins found there)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from concierge.config import Settings
 from concierge.default_plugins import DEFAULT_PLUGINS
 from concierge.gateway.auth import ApiKeyAuth
 from concierge.gateway.routes import Routes
+from concierge.governance.pii import Span
 from concierge.hookspecs import hookimpl
 from concierge.keys import ApiKey
 from concierge.knowledge.parsers import (
@@ -265,3 +268,70 @@ def test_the_built_ins_are_plugins_on_the_same_hooks() -> None:
     assert hooks["register_routes"] == ["concierge.default_plugins.routes"]
     assert hooks["register_commands"] == ["concierge.default_plugins.commands"]
     assert hooks["register_models"] == ["concierge.default_plugins.models"]
+
+
+# -- two servers in one process keep their own log masking -----------------------------------
+
+
+class MemberNumbers:
+    """A local identifier format only one of the servers knows."""
+
+    name = "member_number"
+    entities = ("MEMBER_NUMBER",)
+
+    def find(self, text: str) -> list[Span]:
+        return [
+            Span(m.start(), m.end(), "MEMBER_NUMBER", m.group())
+            for m in re.finditer(r"\bM-\d{6}\b", text)
+        ]
+
+
+class Echo:
+    """Logs what it is sent (as careless code does) and registers a recogniser if asked."""
+
+    def __init__(self, recognizer: bool) -> None:
+        self.recognizer = recognizer
+
+    @hookimpl
+    def register_pii_recognizers(self, register: Callable[[Any], None], settings: Settings) -> None:
+        if self.recognizer:
+            register(MemberNumbers())
+
+    @hookimpl
+    def register_routes(self, routes: Routes, concierge: Concierge) -> None:
+        router = APIRouter()
+
+        @router.get("/echo")
+        async def echo(text: str) -> dict[str, str]:
+            logging.getLogger("concierge.test.echo").warning("asked: %s", text)
+            return {"ok": "yes"}
+
+        routes.include(router)
+
+
+async def test_each_server_masks_its_own_log_lines(
+    tmp_path: Any, db_url: str, models_dir: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="concierge.test.echo")
+    apps = []
+    for name, knows in (("a", True), ("b", False)):
+        settings = make_settings(
+            tmp_path / name, db_url, models_dir, llm_enabled=False, embedding_enabled=False
+        )
+        apps.append(
+            Concierge(settings, plugins=[Echo(knows)], entry_points=False, preload_models=False)
+        )
+    for app in apps:
+        await app.startup()
+    try:
+        said = "member M-123456 wrote from ada@example.com"
+        for app in apps:
+            async with http_client(app) as client:
+                assert (await client.get("/echo", params={"text": said})).status_code == 200
+    finally:
+        for app in apps:
+            await app.shutdown()
+    lines = [r.getMessage() for r in caplog.records if r.name == "concierge.test.echo"]
+    assert len(lines) == 2
+    assert "M-123456" not in lines[0] and "ada@example.com" not in lines[0]  # its own recogniser
+    assert "M-123456" in lines[1] and "ada@example.com" not in lines[1]  # the built-in ones only

@@ -23,11 +23,11 @@ from concierge.assistants.drafts import Recovery
 from concierge.assistants.runtime import Runtime
 from concierge.assistants.toolbox import Toolbox
 from concierge.config import Settings
-from concierge.egress import Egress, EgressPolicy
+from concierge.egress import Egress, EgressPolicy, Transport
 from concierge.gateway import body, errors
 from concierge.gateway.auth import KeyCache
 from concierge.gateway.bounds import Bounds
-from concierge.gateway.hygiene import SecurityHeaders
+from concierge.gateway.hygiene import LogScope, SecurityHeaders
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.gateway.routes import Routes
 from concierge.governance.pii import install_log_redaction
@@ -56,9 +56,11 @@ class Concierge:
         entry_points: bool = True,
         preload_models: bool = True,
         registry: ModelRegistry | None = None,
+        transport: Transport | None = None,
     ) -> None:
         """``registry``: use these models instead of building them from plugins; the caller
-        then owns them (they are not closed at shutdown)."""
+        then owns them (they are not closed at shutdown). ``transport``: how every outbound
+        HTTP session connects (default the network; a test answers in-process)."""
         self.settings = settings
         self.pm: pluggy.PluginManager = plugin_manager(plugins, entry_points=entry_points)
         self.preload_models = preload_models
@@ -76,7 +78,11 @@ class Concierge:
         self.bounds = Bounds.from_settings(settings)  # the work one request may ask for
         self.key_cache = KeyCache(self.db, settings.key_cache_seconds)
         # Every URL an organisation can point the server at is fetched under this policy.
-        self.egress = Egress(EgressPolicy.from_settings(settings.egress_allowed_networks))
+        self.egress = Egress(
+            EgressPolicy.from_settings(settings.egress_allowed_networks), transport
+        )
+        for backend in [*self.registry.models.values(), *self.registry.embedding_models.values()]:
+            backend.use_http(self.egress)  # upstream models connect through it too
         self.knowledge = Knowledge(
             self.db, self.registry, settings, self.egress, Parsers.from_plugins(self.pm, settings)
         )
@@ -110,7 +116,7 @@ class Concierge:
         if created is not None and not self.settings.admin_key:
             announce_admin_key(created.secret)
         await self.governance.start()
-        install_log_redaction(self.governance.detector)
+        install_log_redaction()
         await self.ledger.start()
         self.retention.start()
         self.recovery.start()  # replies a stopped process left half-written: interrupted
@@ -181,7 +187,8 @@ class Concierge:
             max_upload_bytes=self.settings.max_upload_bytes,
         )
         app.add_middleware(RefuseNul)
-        app.add_middleware(SecurityHeaders)  # outermost: every response, every mounted app
+        app.add_middleware(SecurityHeaders)  # every response, every mounted app
+        app.add_middleware(LogScope, detector=self.governance.detector)  # outermost
 
         def document() -> dict[str, Any]:
             if app.openapi_schema is None:

@@ -29,7 +29,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -217,15 +217,37 @@ def origin(url: str) -> str | None:
     return f"{parsed.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-class Egress:
-    """The client sessions for tenant-chosen destinations, all under one policy.
+class Transport(Protocol):
+    """Makes the connectors of outbound sessions. The network is the default; a test (or an
+    embedding application) passes its own to answer requests in-process, as httpx's
+    ``MockTransport`` allows."""
 
-    One shared session (connection pool) per server, opened on first use; tests and plugins
-    get theirs from here too, so no caller builds an unguarded one.
+    def connector(self, policy: EgressPolicy | None, **options: Any) -> aiohttp.BaseConnector:
+        """A connector enforcing ``policy`` (None: an operator-configured destination)."""
+
+
+class NetworkTransport:
+    """Connections over the network; tenant destinations under the egress policy."""
+
+    def connector(self, policy: EgressPolicy | None, **options: Any) -> aiohttp.BaseConnector:
+        if policy is None:
+            return aiohttp.TCPConnector(**options)
+        return connector(policy, **options)
+
+
+class Egress:
+    """Every outbound HTTP session of one server comes from here.
+
+    Tenant-chosen destinations (the URL fetcher, HTTP tools, later webhooks and channel media)
+    share one session under the egress policy, opened on first use; destinations the machine's
+    operator configured (model upstreams) get sessions of their own outside it
+    (:meth:`server_session`). All are made through one :class:`Transport`, so no caller builds
+    an unguarded session and a test can swap the transport for all of them at once.
     """
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    def __init__(self, policy: EgressPolicy, transport: Transport | None = None) -> None:
         self.policy = policy
+        self.transport: Transport = transport or NetworkTransport()
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -239,9 +261,17 @@ class Egress:
         # No cookie jar: a cookie one organisation's tool was given must never go out with
         # another organisation's request to the same host (the session is shared).
         return aiohttp.ClientSession(
-            connector=connector(self.policy, **connector_options),
+            connector=self.transport.connector(self.policy, **connector_options),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
+        )
+
+    def server_session(self, **session_options: Any) -> aiohttp.ClientSession:
+        """A session to a destination the machine's operator configured (a model upstream on
+        the LAN or localhost): not under the egress policy. The caller closes it."""
+        return aiohttp.ClientSession(
+            connector=self.transport.connector(None, limit=1024, ttl_dns_cache=300),
+            **session_options,
         )
 
     async def close(self) -> None:

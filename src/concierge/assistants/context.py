@@ -17,12 +17,13 @@ from concierge.assistants.definitions import Assistant, AssistantConfig
 from concierge.assistants.events import Inbound
 from concierge.assistants.prompt import HistoryTurn
 from concierge.assistants.retrieval import knowledge_bases
-from concierge.conversations import store
-from concierge.conversations.store import Conversation, EndUser, Turn
+from concierge.conversations import memory, store
+from concierge.conversations.records import Turn
+from concierge.conversations.store import Conversation, EndUser
 from concierge.errors import NotFound
 from concierge.governance import consent
 from concierge.governance import policy as governance_policy
-from concierge.governance.policy import OrgPolicy, effective
+from concierge.governance.policy import OrgPolicy, PolicyCache, effective
 from concierge.knowledge.bases import KnowledgeBase
 
 HISTORY_TURNS = 40  # the most turns read back for the conversation window
@@ -44,10 +45,12 @@ class TurnContext:
     memory_allowed: bool = True  # the user consented to what the memory needs
 
 
-def load_context(conn: Connection, inbound: Inbound) -> TurnContext:
+def load_context(
+    conn: Connection, inbound: Inbound, policies: PolicyCache | None = None
+) -> TurnContext:
     """Everything the turn for ``inbound`` needs from the database, in one read."""
     assistant = definitions.get(conn, inbound.org_id, inbound.assistant)
-    org_policy, _ = governance_policy.get(conn, inbound.org_id)
+    org_policy, _ = governance_policy.get(conn, inbound.org_id, policies)
     gov = effective(org_policy, assistant.config.governance)
     if inbound.conversation_id is not None:
         found, user = store.get_with_user(conn, inbound.org_id, inbound.conversation_id)
@@ -77,14 +80,14 @@ def load_context(conn: Connection, inbound: Inbound) -> TurnContext:
         # from, and small models tend to repeat them: they stay out of the window, as do
         # the disclosure and labels around answers.
         history = [
-            HistoryTurn(t.role, answer_of(t), bool((t.governance or {}).get("masked")))
+            HistoryTurn(t.role, answer_of(t), t.governance is not None and t.governance.masked)
             for t in recent
             if t.content and not (t.role == "assistant" and t.model is None)
         ]
     purpose = gov.consent.memory_requires
     memory_allowed = purpose is None or consent.granted(conn, user.id, purpose)
     memories = (
-        [m.fact for m in store.memories_of(conn, inbound.org_id, assistant.id, user)]
+        [m.fact for m in memory.memories_of(conn, inbound.org_id, assistant.id, user)]
         if user.id and memory_allowed
         else []
     )
@@ -105,8 +108,8 @@ def load_context(conn: Connection, inbound: Inbound) -> TurnContext:
 
 def answer_of(turn: Turn) -> str:
     """A stored reply without the notices around it (the disclosure, explicit labels)."""
-    notices = (turn.governance or {}).get("notices")
+    notices = turn.governance.notices if turn.governance is not None else None
     if not notices:
         return turn.content
-    before, after = int(notices[0]), int(notices[1])
+    before, after = notices
     return turn.content[before : len(turn.content) - after if after else None]

@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 from concierge import background
 from concierge.conversations import store
-from concierge.conversations.store import Conversation, EndUser, Turn
+from concierge.conversations.records import Turn
+from concierge.conversations.store import Conversation, EndUser
 from concierge.store import Database
 
 log = logging.getLogger(__name__)

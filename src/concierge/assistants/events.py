@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concierge.assistants.prompt import HistoryTurn, Passage
-from concierge.conversations.store import Conversation, Turn
+from concierge.conversations.records import ToolRecord, Turn, TurnStatus
+from concierge.conversations.store import Conversation
 from concierge.governance.labels import new_produce_id
+from concierge.governance.moderation import ModerationHit
 from concierge.models.base import TokenCount, total
 
 
@@ -48,7 +50,7 @@ class Replaced:
 class ToolUsed:
     """A tool call and its result (or failure), as recorded on the turn."""
 
-    record: dict[str, Any]
+    record: ToolRecord
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Progress:
     """The reply as it is being produced, stored whatever way the turn ends."""
 
     text: list[str] = field(default_factory=list)
-    tool_records: list[dict[str, Any]] = field(default_factory=list)
+    tool_records: list[ToolRecord] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     memories: list[str] = field(default_factory=list)
     handoff: str | None = None
@@ -80,12 +82,12 @@ class Progress:
     # One per model call, kept current by the backend while it works (a reply cut short is
     # stored and metered with what it really used).
     counts: list[TokenCount] = field(default_factory=list)
-    status: str = "complete"
+    status: TurnStatus = TurnStatus.COMPLETE
     error: str | None = None
     prefix: str = ""  # notices before the answer: AI disclosure, an explicit label
     suffix: str = ""  # an explicit label after the answer
     prefix_sent: bool = False
-    moderation: dict[str, Any] | None = None  # the output check that fired
+    moderation: ModerationHit | None = None  # the check that fired
     label_id: str = field(default_factory=new_produce_id)
 
     @property

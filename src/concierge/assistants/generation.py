@@ -30,6 +30,7 @@ from concierge.assistants.output import OutputFilter, Withdrawn
 from concierge.assistants.prompt import Spotlight
 from concierge.assistants.toolbox import Toolbox, ToolTurn, failure, loads_or_text
 from concierge.assistants.tools import ToolResult, call_http_tool
+from concierge.conversations.records import TurnStatus
 from concierge.egress import Egress
 from concierge.errors import ConciergeError
 from concierge.governance.injection import guard_call
@@ -161,17 +162,17 @@ class Generator:
         except Withdrawn:
             pass  # output moderation replaced the answer; the model was stopped
         except (asyncio.CancelledError, GeneratorExit):
-            progress.status = "partial"
+            progress.status = TurnStatus.PARTIAL
             raise
         except ConciergeError as exc:
             if not progress.text and not progress.handoff:
                 raise  # nothing was said: nothing is stored
-            progress.status, progress.error = "failed", exc.message
+            progress.status, progress.error = TurnStatus.FAILED, exc.message
             log.warning("assistant reply broke off after output: %s", exc.message)
         except Exception:
             if not progress.text and not progress.handoff:
                 raise
-            progress.status, progress.error = "failed", "internal error"
+            progress.status, progress.error = TurnStatus.FAILED, "internal error"
             log.exception("assistant reply broke off after output")
         finally:
             timings["model_ms"] = round(model_s * 1000, 2)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from concierge.assistants.events import Delta, Progress, Replaced, ReplyEvent
 from concierge.governance.injection import DATAMARK, LeakGuard
-from concierge.governance.moderation import Verdict
+from concierge.governance.moderation import ModerationHit, Verdict
 from concierge.governance.pii import StreamRestorer
 from concierge.governance.policy import OrgPolicy, pick_language
 from concierge.governance.service import Governance
@@ -31,10 +31,9 @@ def notices(policy: OrgPolicy, disclosed: bool, language: str | None) -> tuple[s
     message of a conversation (unless ``disclosed`` already), and the explicit label where the
     policy wants one."""
     before: list[str] = []
-    if policy.disclosure.enabled and not disclosed:
-        before.append(
-            pick_language(policy.disclosure.texts, language, policy.disclosure.default_language)
-        )
+    disclosure = policy.disclosure.text_for(language)
+    if disclosure is not None and not disclosed:
+        before.append(disclosure)
     label = pick_language(
         policy.labels.explicit_texts, language, policy.disclosure.default_language
     )
@@ -66,12 +65,7 @@ def moderate(progress: Progress, hit: Verdict, policy: OrgPolicy) -> Replaced | 
 
 def withhold_leak(progress: Progress) -> Replaced:
     """The answer recites the operator's instructions: it is replaced, and recorded."""
-    progress.moderation = {
-        "stage": "output",
-        "action": "refuse",
-        "category": "instructions_leak",
-        "rule": "leak_guard",
-    }
+    progress.moderation = ModerationHit("output", "refuse", "instructions_leak", "leak_guard")
     progress.text = [LEAK_REFUSAL]
     progress.prefix_sent = True
     return Replaced(progress.prefix + LEAK_REFUSAL, LEAK_REFUSAL)

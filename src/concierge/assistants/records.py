@@ -25,8 +25,9 @@ from concierge.assistants.events import Completed, Inbound, Progress
 from concierge.assistants.prompt import Passage
 from concierge.assistants.toolbox import elapsed_ms
 from concierge.config import Settings
-from concierge.conversations import store
-from concierge.conversations.store import Conversation, Turn
+from concierge.conversations import memory, store
+from concierge.conversations.records import ConversationStatus, Turn, TurnGovernance, TurnStatus
+from concierge.conversations.store import Conversation
 from concierge.governance import moderation
 from concierge.governance.moderation import Verdict
 from concierge.governance.policy import OrgPolicy
@@ -88,11 +89,11 @@ class Recorder:
         asked, asked_record = self.asked(text, gov, verdict)
         answered_text, answered_pii = self.for_storage(delivered, gov)
         facts = [self.for_storage(fact, gov)[0] for fact in progress.memories]
-        reply_record = self.reply_record(ctx, progress, generated=generated)
-        if answered_pii:
-            reply_record["pii"] = answered_pii
-        if progress.moderation is not None:
-            reply_record["moderation"] = progress.moderation
+        reply_record = dataclasses.replace(
+            self.reply_record(ctx, progress, generated=generated),
+            pii=answered_pii,
+            moderation=progress.moderation,
+        )
 
         def write(conn: Connection) -> tuple[Conversation, Turn, Turn]:
             if draft is not None:
@@ -130,26 +131,28 @@ class Recorder:
                 asking = store.new_turn(conversation, "user", asked, governance=asked_record)
                 user_turn, reply_turn = store.add_turns(conn, conversation, [asking, reply])
             for fact in facts:
-                store.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, reply_turn.id)
+                memory.remember(conn, inbound.org_id, ctx.assistant.id, user, fact, reply_turn.id)
             if progress.handoff is not None:
-                conversation = store.set_status(conn, conversation, "handoff", progress.handoff)
+                conversation = store.set_status(
+                    conn, conversation, ConversationStatus.HANDOFF, progress.handoff
+                )
             # Every moderation hit goes to the review queue (and so to the audit log).
             output = progress.moderation
-            for turn, record in (
-                (user_turn, (asked_record or {}).get("moderation")),
-                (reply_turn, output if output and output["stage"] == "output" else None),
+            for turn, hit in (
+                (user_turn, asked_record.moderation if asked_record else None),
+                (reply_turn, output if output and output.stage == "output" else None),
             ):
-                if record is not None:
+                if hit is not None:
                     moderation.open_report(
                         conn,
                         org_id=inbound.org_id,
                         conversation_id=conversation.id,
                         turn_id=turn.id,
                         source="moderation",
-                        category=str(record["category"]),
-                        reason=f"{record['stage']} {record['action']}: {record['rule']}",
+                        category=str(hit.category),
+                        reason=f"{hit.stage} {hit.action}: {hit.rule}",
                         actor="system:moderation",
-                        details=record,
+                        details=hit.to_dict(),
                     )
             return conversation, user_turn, reply_turn
 
@@ -165,33 +168,33 @@ class Recorder:
 
     def asked(
         self, text: str, gov: OrgPolicy, verdict: Verdict
-    ) -> tuple[str, dict[str, Any] | None]:
+    ) -> tuple[str, TurnGovernance | None]:
         """The user's message as stored, and its governance record."""
         asked, found = self.for_storage(text, gov)
-        record: dict[str, Any] = {}
-        if gov.pii.redact_storage:
-            record["masked"] = True
-        if found:
-            record["pii"] = found
-        if verdict.blocked:
-            record["moderation"] = verdict.record("input", gov.moderation.action)
-        return asked, record or None
+        record = TurnGovernance(
+            masked=gov.pii.redact_storage,
+            pii=found,
+            moderation=(
+                verdict.record("input", gov.moderation.action) if verdict.blocked else None
+            ),
+        )
+        return asked, record if record.to_dict() else None
 
     def reply_record(
         self, ctx: TurnContext, progress: Progress, *, generated: bool
-    ) -> dict[str, Any]:
+    ) -> TurnGovernance:
         """The reply's governance record: its notices, and the provenance label's id and
         producer when a model writes it (a draft carries them from the start, so a reply cut
         off by a crash is still labelled)."""
         gov = ctx.policy
-        record: dict[str, Any] = {"notices": [len(progress.prefix), len(progress.suffix)]}
-        if generated:
-            record.update(label_id=progress.label_id, producer=self.governance.producer(gov))
-        if progress.prefix and gov.disclosure.enabled and not ctx.disclosed:
-            record["disclosure"] = progress.prefix.split("\n\n", 1)[0]
-        if gov.pii.redact_storage:
-            record["masked"] = True
-        return record
+        disclosed_now = bool(progress.prefix) and gov.disclosure.enabled and not ctx.disclosed
+        return TurnGovernance(
+            notices=(len(progress.prefix), len(progress.suffix)),
+            label_id=progress.label_id if generated else None,
+            producer=self.governance.producer(gov) if generated else None,
+            disclosure=progress.prefix.split("\n\n", 1)[0] if disclosed_now else None,
+            masked=gov.pii.redact_storage,
+        )
 
     # -- the draft: the exchange on record while the reply is written -----------------------
 
@@ -200,7 +203,7 @@ class Recorder:
     ) -> Drafted:
         gov = ctx.policy
         asked, asked_record = self.asked(text, gov, verdict)
-        record = {**self.reply_record(ctx, progress, generated=True), "draft": True}
+        record = dataclasses.replace(self.reply_record(ctx, progress, generated=True), draft=True)
 
         def write(conn: Connection) -> Drafted:
             new_user = not ctx.user.id
@@ -223,7 +226,7 @@ class Recorder:
                             conversation,
                             "assistant",
                             "",
-                            status="generating",
+                            status=TurnStatus.GENERATING,
                             assistant_version=ctx.assistant.version,
                             governance=record,
                         ),
@@ -277,6 +280,10 @@ class Recorder:
         assert ctx.conversation is not None
         stored, found = self.for_storage(text, ctx.policy)
         turn = store.add_turn(
-            conn, ctx.conversation, "user", stored, governance={"pii": found} if found else None
+            conn,
+            ctx.conversation,
+            "user",
+            stored,
+            governance=TurnGovernance(pii=found) if found else None,
         )
         return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn

@@ -51,7 +51,14 @@ from concierge.assistants.retrieval import retrieve
 from concierge.assistants.toolbox import Toolbox, ToolTurn, elapsed_ms
 from concierge.config import Settings
 from concierge.conversations import store
-from concierge.conversations.store import Conversation, Turn
+from concierge.conversations.records import (
+    ConversationStatus,
+    ToolRecord,
+    Turn,
+    TurnGovernance,
+    TurnStatus,
+)
+from concierge.conversations.store import Conversation
 from concierge.egress import Egress
 from concierge.errors import InvalidRequest, ServiceUnavailable
 from concierge.governance import moderation
@@ -59,7 +66,7 @@ from concierge.governance import policy as governance_policy
 from concierge.governance.injection import LeakGuard
 from concierge.governance.moderation import Verdict
 from concierge.governance.pii import StreamRestorer
-from concierge.governance.policy import effective, pick_language
+from concierge.governance.policy import effective
 from concierge.governance.service import Governance
 from concierge.knowledge.service import Knowledge
 from concierge.models.base import Model, TokenCount
@@ -129,15 +136,13 @@ class Runtime:
             conversation = store.create(conn, org_id, assistant.id, user, channel)
             opening: list[Turn] = []
             if assistant.config.greeting:
-                org_policy, _ = governance_policy.get(conn, org_id)
+                org_policy, _ = governance_policy.get(conn, org_id, self.governance.policies)
                 gov = effective(org_policy, assistant.config.governance)
                 content, record = assistant.config.greeting, None
-                if gov.disclosure.enabled:
-                    notice = pick_language(
-                        gov.disclosure.texts, language, gov.disclosure.default_language
-                    )
+                notice = gov.disclosure.text_for(language)
+                if notice is not None:
                     content = f"{notice}\n\n{content}"
-                    record = {"disclosure": notice, "notices": [len(notice) + 2, 0]}
+                    record = TurnGovernance(notices=(len(notice) + 2, 0), disclosure=notice)
                 opening.append(
                     store.add_turn(
                         conn,
@@ -167,9 +172,9 @@ class Runtime:
         if not text:
             raise InvalidRequest("the message is empty", param="content")
 
-        ctx = await self.db.read(lambda conn: load_context(conn, inbound))
+        ctx = await self.db.read(lambda conn: load_context(conn, inbound, self.governance.policies))
         timings["load_ms"] = elapsed_ms(started)
-        if ctx.conversation is not None and ctx.conversation.status != "assistant":
+        if ctx.conversation is not None and ctx.conversation.status != ConversationStatus.ASSISTANT:
             # A person has the conversation: the message waits for them, the model stays out.
             conversation, turn = await self.records.store_waiting(ctx, text)
             timings["total_ms"] = elapsed_ms(started)
@@ -226,7 +231,7 @@ class Runtime:
             reason = "the user asked for a person"
             progress.text, progress.handoff = [HANDOFF_NOTICE], reason
             progress.tool_records.append(
-                {"name": "handoff_to_human", "arguments": {"reason": reason}, "by": "platform"}
+                ToolRecord("handoff_to_human", {"reason": reason}, by="platform")
             )
             return True
         return False
@@ -333,8 +338,9 @@ class Runtime:
                 # the model failed before saying anything (the exchange is taken back).
                 with anyio.CancelScope(shield=True):
                     if progress.text or progress.handoff:
-                        if progress.status == "complete":
-                            progress.status, progress.error = "failed", "internal error"
+                        if progress.status == TurnStatus.COMPLETE:
+                            progress.status = TurnStatus.FAILED
+                            progress.error = "internal error"
                         await self.records.save(
                             ctx, inbound, text, progress, timings, started, verdict, draft
                         )

@@ -26,6 +26,7 @@ from jsonschema.exceptions import _Error as JsonSchemaError
 from referencing.exceptions import Unresolvable
 
 from concierge.assistants.definitions import HttpTool
+from concierge.conversations.records import ToolRecord
 from concierge.egress import normalise_host, origin, refused
 from concierge.regex import PatternError, validator
 
@@ -47,16 +48,16 @@ class ToolResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> ToolRecord:
         """As stored on the turn."""
-        out: dict[str, Any] = {"name": self.name, "arguments": self.arguments, "ms": self.ms}
-        if self.error is None:
-            out["result"] = self.content
-        else:
-            out["error"] = self.error
-        if self.refused:
-            out["refused_by"] = "injection_guard"
-        return out
+        return ToolRecord(
+            self.name,
+            self.arguments,
+            self.ms,
+            result=self.content if self.error is None else None,
+            error=self.error,
+            refused_by="injection_guard" if self.refused else None,
+        )
 
 
 def parse_arguments(tool_name: str, schema: dict[str, Any], raw: str) -> dict[str, Any] | str:

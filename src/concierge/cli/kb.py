@@ -25,7 +25,8 @@ from rich.table import Table
 from concierge.cli import Context, pass_context, print_table
 from concierge.errors import InvalidRequest
 from concierge.knowledge import bases
-from concierge.knowledge.ingest import JobStatus, Source, corpus_sources
+from concierge.knowledge.ingest import Source, corpus_sources
+from concierge.knowledge.jobs import JobStatus
 from concierge.knowledge.search import MODES, Hit, Mode
 from concierge.knowledge.service import Knowledge, ingest_now
 from concierge.models.registry import ModelRegistry

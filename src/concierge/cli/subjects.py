@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context
-from concierge.conversations.store import Turn
+from concierge.conversations.records import Turn
 from concierge.governance import audit, subjects
 from concierge.governance.labels import Labeller
 
@@ -46,12 +46,9 @@ def export(
             labeller = Labeller.load(conn, settings.label_producer)
 
             def label(turn: Turn) -> dict[str, str] | None:
-                record = turn.governance or {}
-                if not record.get("label_id"):
+                if turn.label_id is None:
                     return None
-                return labeller.label(
-                    turn.content, record["label_id"], producer=record.get("producer")
-                )
+                return labeller.label(turn.content, turn.label_id, producer=turn.producer)
 
             return subjects.export(
                 conn,

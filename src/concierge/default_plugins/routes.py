@@ -22,6 +22,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
         assistants,
         complaints,
         conversations,
+        files,
         governance,
         health,
         knowledge,
@@ -33,6 +34,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
 
     routes.include(openai.router, body_models=openai.BODY_MODELS)
     routes.include(knowledge.router, body_models=knowledge.BODY_MODELS)
+    routes.include(files.router)
     routes.include(vector_stores.router)
     routes.include(assistants.router, body_models=assistants.BODY_MODELS)
     routes.include(conversations.router, body_models=conversations.BODY_MODELS)

@@ -7,8 +7,6 @@ conversation is "not found", like one that does not exist.
 
 from __future__ import annotations
 
-import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -18,7 +16,6 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 from starlette.responses import Response
 
-from concierge import names
 from concierge.assistants import definitions
 from concierge.assistants.definitions import Assistant
 from concierge.assistants.events import (
@@ -29,10 +26,11 @@ from concierge.assistants.events import (
     ReplyEvent,
     ToolUsed,
 )
-from concierge.assistants.prompt import HistoryTurn
+from concierge.conversations import memory as memories
 from concierge.conversations import store
-from concierge.conversations.store import Conversation, EndUser, Turn
-from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
+from concierge.conversations.records import ConversationStatus, Turn
+from concierge.conversations.store import Conversation, EndUser
+from concierge.errors import ConciergeError, Conflict, NotFound
 from concierge.gateway.auth import (
     InboxKey,
     InferenceKey,
@@ -44,23 +42,18 @@ from concierge.gateway.auth import (
 )
 from concierge.gateway.body import json_body, parse
 from concierge.gateway.replies import respond
-from concierge.gateway.responses import JSON, SSE_DONE, sse_event
+from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import (
     MAX_ID,
-    AssistantMessage,
-    ChatCompletionRequest,
     ConversationIn,
     HandoffIn,
     HumanMessageIn,
     MessageIn,
     RowId,
-    UserMessage,
-    message_text,
 )
 from concierge.gateway.state import concierge
 from concierge.governance import exports
-from concierge.keys import ApiKey
-from concierge.models.base import TokenCount, Usage
+from concierge.models.base import TokenCount
 
 router = APIRouter(prefix="/v1", tags=["Conversations"])
 BODY_MODELS: list[type[BaseModel]] = [ConversationIn, MessageIn, HumanMessageIn, HandoffIn]
@@ -99,7 +92,7 @@ class NativeFormat:
         if isinstance(event, Replaced):
             return sse("turn.replaced", {"content": event.text})
         if isinstance(event, ToolUsed):
-            return sse("turn.tool", event.record)
+            return sse("turn.tool", event.record.to_dict())
         return sse("turn.completed", reply_body(event))
 
     def error(self, exc: ConciergeError) -> bytes:
@@ -199,13 +192,13 @@ async def send_message(assistant: str, conversation: RowId, request: Request) ->
 async def list_conversations(
     request: Request,
     key: InboxKey,
-    status: Literal["assistant", "handoff", "human"] | None = None,
+    status: ConversationStatus | None = None,
     assistant: int | None = Query(None, ge=0, le=MAX_ID),
     limit: int = Query(20, ge=1, le=100),
     after: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> JSON:
     # The queue is served oldest first (first come, first served); other lists newest first.
-    oldest_first = status == "handoff"
+    oldest_first = status == ConversationStatus.HANDOFF
     rows, more = await concierge(request).db.read(
         lambda conn: store.list_page(
             conn,
@@ -248,7 +241,7 @@ async def list_turns(
     governance = concierge(request).governance
     page = _page(rows, more)
     for item, turn in zip(page["data"], rows, strict=True):
-        made = governance.label(turn.content, turn.governance)
+        made = governance.label(turn.content, turn.label_id, turn.producer)
         if made is not None:
             item["aigc"] = made
     return JSON(page)
@@ -284,7 +277,7 @@ async def export_conversation(
     found, rows, name = await concierge(request).db.read(read)
 
     def label(turn: Turn) -> dict[str, str] | None:
-        return governance.label(turn.content, turn.governance)
+        return governance.label(turn.content, turn.label_id, turn.producer)
 
     now = datetime.now(UTC)
     suffix = {"json": "json", "text": "txt", "html": "html"}[format]
@@ -312,8 +305,8 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
 
     def write(conn: Connection) -> Turn:
         found = store.get(conn, key.org_id, conversation)
-        if found.status != "human":
-            found = store.set_status(conn, found, "human")
+        if found.status != ConversationStatus.HUMAN:
+            found = store.set_status(conn, found, ConversationStatus.HUMAN)
         return store.add_turn(
             conn, found, "human", body.content.strip(), author=body.author or key.name
         )
@@ -333,9 +326,11 @@ async def handoff(conversation: RowId, request: Request) -> JSON:
 
     def write(conn: Connection) -> Conversation:
         found = store.get(conn, key.org_id, conversation)
-        if found.status != "assistant":
+        if found.status != ConversationStatus.ASSISTANT:
             raise Conflict(f"conversation {conversation} is already with a human")
-        return store.set_status(conn, found, "handoff", body.reason or "by an operator")
+        return store.set_status(
+            conn, found, ConversationStatus.HANDOFF, body.reason or "by an operator"
+        )
 
     return JSON((await concierge(request).db.write(write)).to_dict())
 
@@ -347,7 +342,7 @@ async def handoff(conversation: RowId, request: Request) -> JSON:
 async def handback(conversation: RowId, request: Request, key: InboxKey) -> JSON:
     def write(conn: Connection) -> Conversation:
         found = store.get(conn, key.org_id, conversation)
-        return store.set_status(conn, found, "assistant")
+        return store.set_status(conn, found, ConversationStatus.ASSISTANT)
 
     return JSON((await concierge(request).db.write(write)).to_dict())
 
@@ -375,7 +370,7 @@ async def list_memories(
 ) -> JSON:
     def read(conn: Connection) -> list[Any]:
         found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
-        return [m.to_dict() for m in store.memories_of(conn, key.org_id, found.id, who)]
+        return [m.to_dict() for m in memories.memories_of(conn, key.org_id, found.id, who)]
 
     return JSON({"object": "list", "data": await concierge(request).db.read(read)})
 
@@ -386,7 +381,7 @@ async def list_memories(
 async def delete_memory(assistant: str, memory: RowId, request: Request, key: InferenceKey) -> JSON:
     def write(conn: Connection) -> None:
         found = definitions.get(conn, key.org_id, assistant, include_archived=True)
-        store.forget_one(conn, key.org_id, found.id, memory)
+        memories.forget_one(conn, key.org_id, found.id, memory)
 
     await concierge(request).db.write(write)
     return JSON({"id": memory, "object": "memory.deleted", "deleted": True})
@@ -402,179 +397,7 @@ async def delete_memories(
 ) -> JSON:
     def write(conn: Connection) -> int:
         found, who = _assistant_and_user(conn, key.org_id, assistant, channel, user)
-        return store.forget(conn, key.org_id, found.id, who)
+        return memories.forget(conn, key.org_id, found.id, who)
 
     gone = await concierge(request).db.write(write)
     return JSON({"object": "memory.deleted", "deleted": gone})
-
-
-# -- the OpenAI door: model="assistant:<name>" on /v1/chat/completions -----------------------
-
-ASSISTANT_PREFIX = "assistant:"
-_REFUSED = ("tools", "tool_choice", "response_format", "n")
-
-
-class OpenAIFormat:
-    """Chat-completion objects, with the reply's ``citations`` on the message and the
-    conversation's id in ``metadata``."""
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.ident = "chatcmpl-" + uuid.uuid4().hex
-        self.created = int(time.time())
-        self.opened = False
-
-    def _base(self) -> dict[str, Any]:
-        return {
-            "id": self.ident,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-        }
-
-    @staticmethod
-    def _metadata(completed: Completed) -> dict[str, str]:
-        meta = {
-            "conversation_id": str(completed.conversation.id),
-            "user_turn_id": str(completed.user_turn.id),
-        }
-        if completed.reply is not None:
-            meta["turn_id"] = str(completed.reply.id)
-        meta["conversation_status"] = completed.conversation.status
-        return meta
-
-    def whole(self, completed: Completed) -> dict[str, Any]:
-        reply = completed.reply
-        usage = Usage(reply.prompt_tokens, reply.completion_tokens) if reply else Usage()
-        return {
-            "id": self.ident,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": completed.delivered if reply else "",
-                        "refusal": None,
-                        "citations": completed.citations,
-                    },
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage.to_dict(),
-            "metadata": self._metadata(completed),
-            "aigc": completed.label,
-        }
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        body: dict[str, Any] = {**self._base(), "choices": [choice]}
-        if self.include_usage:
-            body["usage"] = None
-        return sse_event(body)
-
-    def event(self, event: ReplyEvent) -> bytes:
-        head = b""
-        if not self.opened:
-            self.opened = True
-            head = self._chunk({"role": "assistant", "content": ""})
-        if isinstance(event, Delta):
-            return head + self._chunk({"content": event.text})
-        if isinstance(event, Replaced):
-            # A client cannot take back what it was sent: the replacement follows it.
-            return head + self._chunk({"content": "\n\n" + event.answer})
-        if isinstance(event, ToolUsed):
-            return head  # the assistant's own tools are not the client's business
-        final = self._chunk({"citations": event.citations}, finish="stop")
-        # The chunk's own metadata field carries the conversation, as on the whole reply.
-        final = (
-            final[: -len(b"}\n\n")]
-            + b',"metadata":'
-            + orjson.dumps(self._metadata(event))
-            + b',"aigc":'
-            + orjson.dumps(event.label)
-            + b"}\n\n"
-        )
-        tail = [final]
-        if self.include_usage:
-            reply = event.reply
-            usage = Usage(reply.prompt_tokens, reply.completion_tokens) if reply else Usage()
-            tail.append(sse_event({**self._base(), "choices": [], "usage": usage.to_dict()}))
-        tail.append(SSE_DONE)
-        return head + b"".join(tail)
-
-    def error(self, exc: ConciergeError) -> bytes:
-        return sse_event(exc.to_dict())
-
-
-async def chat_with_assistant(
-    request: Request, key: ApiKey, body: ChatCompletionRequest
-) -> Response:
-    """``/v1/chat/completions`` with ``model="assistant:<name>"``: the reply pipeline.
-
-    The last message is the user's new message. The request's ``user`` names the end user
-    (their id in the caller's system): their conversation continues and their memories apply.
-    Earlier user/assistant messages in the request, if any, are the conversation window;
-    otherwise the stored conversation is. ``metadata.conversation_id`` picks a conversation;
-    without ``user`` every request is a one-off conversation of an anonymous user. The
-    operator's definition decides instructions, tools and sampling: a client's system
-    messages, sampling settings and tools are not applied (tools are refused).
-    """
-    name = body.model[len(ASSISTANT_PREFIX) :]
-    for field_name in _REFUSED:
-        if getattr(body, field_name, None) not in (None, 1):
-            raise InvalidRequest(
-                f"'{field_name}' cannot be used with an assistant; its definition decides",
-                param=field_name,
-            )
-    last = body.messages[-1]
-    if not isinstance(last, UserMessage):
-        raise InvalidRequest(
-            "the last message must be the user's when talking to an assistant",
-            param=f"messages.{len(body.messages) - 1}.role",
-        )
-    text = message_text(last.content, f"messages.{len(body.messages) - 1}.content") or ""
-    history: list[HistoryTurn] = []
-    for i, m in enumerate(body.messages[:-1]):
-        if isinstance(m, UserMessage | AssistantMessage) and m.content is not None:
-            content = message_text(m.content, f"messages.{i}.content") or ""
-            if content.strip():
-                history.append(HistoryTurn(m.role, content))
-    conversation_id: int | None = None
-    raw_id = (body.metadata or {}).get("conversation_id")
-    if raw_id is not None:
-        if not names.is_row_id(raw_id):
-            raise InvalidRequest(
-                "metadata.conversation_id must be a conversation id",
-                param="metadata.conversation_id",
-            )
-        conversation_id = int(raw_id)
-    inbound = Inbound(
-        org_id=key.org_id,
-        assistant=name,
-        channel=API_CHANNEL,
-        external_id=body.user or f"anonymous-{uuid.uuid4().hex}",
-        text=text,
-        conversation_id=conversation_id,
-        new_conversation=body.user is None,
-        history=history or None,
-        priority_key=f"key:{key.id}",
-        language=request.headers.get("accept-language"),
-    )
-    spent: list[TokenCount] = []
-    events = concierge(request).runtime.reply(inbound, spent)
-    return await respond(
-        request,
-        key,
-        "chat.completions",
-        events,
-        OpenAIFormat(body.model, body.include_usage),
-        stream=body.stream,
-        spent=spent,
-    )

@@ -19,8 +19,8 @@ from sqlalchemy import Connection
 from starlette.responses import Response
 
 from concierge import orgs
-from concierge.conversations import store
-from concierge.conversations.store import Turn
+from concierge.conversations import erasure, store
+from concierge.conversations.records import Turn
 from concierge.errors import InvalidRequest, NotFound
 from concierge.gateway.auth import (
     AdminKey,
@@ -205,7 +205,7 @@ def _label(request: Request) -> subjects.Labeller:
     governance = concierge(request).governance
 
     def label(turn: Turn) -> dict[str, str] | None:
-        return governance.label(turn.content, turn.governance)
+        return governance.label(turn.content, turn.label_id, turn.producer)
 
     return label
 
@@ -277,7 +277,7 @@ async def place_hold(org: str, request: Request) -> JSON:
         org_id = _org(conn, org, key)
         users = None
         if body.subject is not None:
-            users = [u.id for u in store.end_users_named(conn, org_id, body.subject)]
+            users = [u.id for u in erasure.end_users_named(conn, org_id, body.subject)]
             if not users:
                 raise NotFound(f"no data about subject '{body.subject}' in this organisation")
         return retention.place_hold(

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concierge.errors import InvalidRequest
 from concierge.gateway.responses import JSON
+from concierge.governance.pii import Detector, logging_with
 
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -81,3 +82,17 @@ class SecurityHeaders:
 
 def _key_in_query(query: bytes) -> bool:
     return bool(query) and b"sk-cc-" in unquote_to_bytes(query).lower()
+
+
+class LogScope:
+    """Log lines written while this server handles a request are masked with this server's
+    recognisers (plugins' included), not those of another server in the same process: the
+    log handlers belong to the process, the detector to the request's server."""
+
+    def __init__(self, app: ASGIApp, detector: Detector) -> None:
+        self.app = app
+        self.detector = detector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with logging_with(self.detector):
+            await self.app(scope, receive, send)

@@ -18,16 +18,14 @@ from starlette.datastructures import UploadFile
 from concierge.errors import InvalidRequest, NotFound, UnsupportedDocumentType
 from concierge.gateway.auth import InferenceKey, KnowledgeKey
 from concierge.gateway.body import parse
-from concierge.gateway.responses import JSON
-from concierge.gateway.schemas import (
-    MAX_ID,
+from concierge.gateway.knowledge_schemas import (
     DocumentsIn,
     KnowledgeBaseIn,
     KnowledgeBaseUpdate,
-    RowId,
     SearchIn,
-    check_text,
 )
+from concierge.gateway.responses import JSON
+from concierge.gateway.schemas import MAX_ID, RowId, check_text
 from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents

@@ -8,15 +8,12 @@ sent as an SSE ``error`` event, as OpenAI does.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import anyio
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
@@ -24,13 +21,15 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from concierge.errors import ConciergeError, InvalidRequest, ModelNotFound
+from concierge.gateway import streaming
+from concierge.gateway.assistant_door import ASSISTANT_PREFIX, chat_with_assistant
 from concierge.gateway.auth import InferenceKey, inference_key
 from concierge.gateway.body import json_body, parse
-from concierge.gateway.conversations import ASSISTANT_PREFIX, chat_with_assistant
 from concierge.gateway.disconnect import ClientDisconnected, until_disconnect
-from concierge.gateway.responses import AI_HEADERS, JSON, SSE_DONE, EventStream, sse_event
+from concierge.gateway.responses import AI_HEADERS, JSON, SSE_DONE, ChunkEncoder, sse_event
 from concierge.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from concierge.gateway.state import concierge
+from concierge.gateway.streaming import CLIENT_CLOSED
 from concierge.governance.labels import Labeller
 from concierge.metering import Meter
 from concierge.models.base import (
@@ -47,40 +46,6 @@ from concierge.models.registry import generate_batches
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 T = TypeVar("T")
 STARTED = int(time.time())
-CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in the ledger
-
-
-@dataclass
-class _Reply:
-    """What a generation produced, gathered from its events."""
-
-    model: str
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    finish: Finish | None = None
-    tokens: TokenCount = field(default_factory=TokenCount)  # the backend's running count
-
-    def add(self, event: Event) -> None:
-        if isinstance(event, TextDelta):
-            self.text.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            call = self.calls.setdefault(
-                event.index,
-                {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            if event.id:
-                call["id"] = event.id
-            if event.name:
-                call["function"]["name"] = event.name
-            call["function"]["arguments"] += event.arguments
-        else:
-            self.finish = event
-
-    @property
-    def usage(self) -> Usage:
-        # A reply cut short has no Finish: the tokens the backend had read and written by then
-        # (a client cannot dodge its quota by hanging up).
-        return self.finish.usage if self.finish else self.tokens.usage()
 
 
 @router.get("/models", summary="List models")
@@ -139,145 +104,136 @@ async def _generate(
     chat: bool,
 ) -> Response:
     meter: Meter = await concierge(request).metering.begin(key, endpoint, body.model)
-    batches: AsyncGenerator[tuple[Model, list[Event]], None] | None = None
-    reply = _Reply(model=body.model)
-    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     governance = concierge(request).governance
-    labeller = _Labelling(governance.labeller, await governance.producer_for(key.org_id), ident)
-
-    async def first_batch() -> list[Event]:
-        assert batches is not None
-        model, batch = await anext(batches)
-        reply.model = model.model_id
-        return batch
-
-    async def whole() -> None:
-        assert batches is not None
-        async for model, batch in batches:
-            reply.model = model.model_id
-            meter.mark_first_token()
-            for event in batch:
-                reply.add(event)
-
+    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    producer = await governance.producer_for(key.org_id)
+    answer = _Completion(body.model, ident, chat, body.include_usage, governance.labeller, producer)
+    batches: AsyncGenerator[tuple[Model, list[Event]], None] | None = None
     try:
         route = concierge(request).registry.route(body.model)
         generation = body.to_generation(priority_key=f"key:{key.id}")
-        reply.tokens = generation.tokens
+        answer.tokens = generation.tokens
         batches = generate_batches(route, generation)
-        if body.stream:
-            # Wait for the first event before answering: a failure up to here (unknown model,
-            # context too long, upstream down) is a plain HTTP error, not a broken stream.
-            first = await until_disconnect(request.receive, first_batch())
-            return EventStream(
-                _stream(meter, batches, first, reply, ident, body.include_usage, chat, labeller),
-                headers=AI_HEADERS,
-            )
-        await until_disconnect(request.receive, whole())
-    except ClientDisconnected:
-        await _close(batches)
-        await meter.finish(CLIENT_CLOSED, reply.usage, model=reply.model)
-        return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
-        await _close(batches)
+        await streaming.close(batches)
         await meter.fail(exc)
         raise
-    await meter.finish(200, reply.usage, model=reply.model)
-    return JSON(_whole_body(reply, ident, chat, labeller), headers=AI_HEADERS)
+    return await streaming.respond(request, meter, batches, answer, stream=body.stream)
 
 
-async def _close(events: AsyncGenerator[Any, None] | None) -> None:
-    if events is not None:
-        with anyio.CancelScope(shield=True):
-            await events.aclose()
+class _Completion:
+    """A completion's events gathered, and spelled as OpenAI does (whole or as chunks)."""
 
+    def __init__(
+        self,
+        model: str,
+        ident: str,
+        chat: bool,
+        include_usage: bool,
+        labeller: Labeller,
+        producer: str,
+    ) -> None:
+        self.model = model
+        self.ident = ident
+        self.chat = chat
+        self.include_usage = include_usage
+        self.labeller = labeller
+        self.producer = producer
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish: Finish | None = None
+        self.tokens = TokenCount()  # the backend's running count
+        self.headers = AI_HEADERS
+        self._chunks: ChunkEncoder | None = None
 
-@dataclass(frozen=True)
-class _Labelling:
-    """Signs a generation's provenance label (its ProduceID is the completion's id)."""
+    def add(self, item: tuple[Model, list[Event]]) -> bool:
+        model, batch = item
+        self.model = model.model_id
+        output = False
+        for event in batch:
+            if isinstance(event, TextDelta):
+                self.text.append(event.text)
+                output = True
+            elif isinstance(event, ToolCallDelta):
+                call = self.calls.setdefault(
+                    event.index,
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if event.id:
+                    call["id"] = event.id
+                if event.name:
+                    call["function"]["name"] = event.name
+                call["function"]["arguments"] += event.arguments
+                output = True
+            else:
+                self.finish = event
+        return output
 
-    labeller: Labeller
-    producer: str
-    ident: str
+    def usage(self) -> Usage:
+        # A reply cut short has no Finish: the tokens the backend had read and written by then
+        # (a client cannot dodge its quota by hanging up).
+        return self.finish.usage if self.finish else self.tokens.usage()
 
-    def __call__(self, reply: _Reply) -> dict[str, str]:
-        content: str | bytes = "".join(reply.text)
-        if not content and reply.calls:
-            content = orjson.dumps([reply.calls[i] for i in sorted(reply.calls)])
+    def label(self) -> dict[str, str]:
+        """The provenance label of everything generated (its ProduceID is the completion's
+        id)."""
+        content: str | bytes = "".join(self.text)
+        if not content and self.calls:
+            content = orjson.dumps([self.calls[i] for i in sorted(self.calls)])
         return self.labeller.label(content, self.ident, producer=self.producer)
 
-
-def _whole_body(reply: _Reply, ident: str, chat: bool, labelling: _Labelling) -> dict[str, Any]:
-    finish = reply.finish.reason if reply.finish else "stop"
-    text = "".join(reply.text)
-    if chat:
-        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
-        if reply.calls:
-            message["tool_calls"] = [reply.calls[i] for i in sorted(reply.calls)]
-        else:
-            message["content"] = text
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": finish,
-        }
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-    return {
-        "id": ident,
-        "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": reply.model,
-        "system_fingerprint": None,
-        "choices": [choice],
-        "usage": reply.usage.to_dict(),
-        "aigc": labelling(reply),
-    }
-
-
-async def _stream(
-    meter: Meter,
-    batches: AsyncGenerator[tuple[Model, list[Event]], None],
-    first: list[Event],
-    reply: _Reply,
-    ident: str,
-    include_usage: bool,
-    chat: bool,
-    labelling: _Labelling,
-) -> AsyncGenerator[bytes, None]:
-    """The SSE body: one chunk per event, in one write per batch of events."""
-    created = int(time.time())
-    base = {
-        "id": ident,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": created,
-        "model": reply.model,
-        "system_fingerprint": None,
-    }
-    # Every chunk is ``{**base, "choices": [choice], "usage": null?}``: the fixed parts are
-    # encoded once, and each event encodes only its choice.
-    head = b"data: " + orjson.dumps(base)[:-1] + b',"choices":['
-    tail = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
-
-    def chunk(payload: dict[str, Any], finish: str | None = None) -> bytes:
-        if chat:
-            choice = {"index": 0, "delta": payload, "logprobs": None, "finish_reason": finish}
-        else:
-            choice = {
+    def body(self) -> dict[str, Any]:
+        finish = self.finish.reason if self.finish else "stop"
+        text = "".join(self.text)
+        if self.chat:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": text or None,
+                "refusal": None,
+            }
+            if self.calls:
+                message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+            else:
+                message["content"] = text
+            choice: dict[str, Any] = {
                 "index": 0,
-                "text": payload.get("content", ""),
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }
-        return head + orjson.dumps(choice) + tail
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {
+            "id": self.ident,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [choice],
+            "usage": self.usage().to_dict(),
+            "aigc": self.label(),
+        }
 
-    def encode(event: Event) -> bytes:
-        reply.add(event)
+    # -- streamed: one chunk per event, one write per batch -------------------------------
+
+    @property
+    def chunks(self) -> ChunkEncoder:
+        if self._chunks is None:  # made once the model that answers is known
+            self._chunks = ChunkEncoder(
+                self.ident, self.model, chat=self.chat, include_usage=self.include_usage
+            )
+        return self._chunks
+
+    def opening(self) -> bytes:
+        return self.chunks.chunk({"role": "assistant", "content": ""}) if self.chat else b""
+
+    def encode(self, item: tuple[Model, list[Event]]) -> bytes:
+        return b"".join(self._encode(event) for event in item[1])
+
+    def _encode(self, event: Event) -> bytes:
         if isinstance(event, TextDelta):
-            meter.mark_first_token()
-            return chunk({"content": event.text})
+            return self.chunks.chunk({"content": event.text})
         if isinstance(event, ToolCallDelta):
-            meter.mark_first_token()
             call: dict[str, Any] = {
                 "index": event.index,
                 "function": {"arguments": event.arguments},
@@ -286,32 +242,16 @@ async def _stream(
                 call.update(id=event.id, type="function")
             if event.name:
                 call["function"]["name"] = event.name
-            return chunk({"tool_calls": [call]})
+            return self.chunks.chunk({"tool_calls": [call]})
         # The last chunk carries the provenance label of everything before it.
-        closing = chunk({}, finish=event.reason)
-        label = b',"aigc":' + orjson.dumps(labelling(reply)) + b"}\n\n"
-        return closing[: -len(b"}\n\n")] + label
+        return self.chunks.chunk({}, finish=event.reason, extra={"aigc": self.label()})
 
-    status = 200
-    try:
-        opening = chunk({"role": "assistant", "content": ""}) if chat else b""
-        yield opening + b"".join(map(encode, first))
-        async for _model, batch in batches:
-            yield b"".join(map(encode, batch))
-        closing = [SSE_DONE]
-        if include_usage:
-            closing.insert(0, sse_event({**base, "choices": [], "usage": reply.usage.to_dict()}))
-        yield b"".join(closing)
-    except ConciergeError as exc:
-        status = exc.status
-        yield sse_event(exc.to_dict())
-    except (asyncio.CancelledError, GeneratorExit):
-        status = CLIENT_CLOSED
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _close(batches)
-            await meter.finish(status, reply.usage, model=reply.model)
+    def closing(self) -> bytes:
+        usage = self.chunks.usage(self.usage()) if self.include_usage else b""
+        return usage + SSE_DONE
+
+    def error(self, exc: ConciergeError) -> bytes:
+        return sse_event(exc.to_dict())
 
 
 @router.post("/embeddings", summary="Create embeddings", openapi_extra=json_body(EmbeddingRequest))

@@ -42,12 +42,12 @@ def check_text(value: Any) -> None:
 MAX_ID = 2**62
 RowId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
-# A name that is stored, logged or echoed back (``_Strict`` refuses NUL and lone surrogates).
+# A name that is stored, logged or echoed back (``Strict`` refuses NUL and lone surrogates).
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN.pattern)]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -57,17 +57,17 @@ class _Strict(BaseModel):
         return data
 
 
-class TextPart(_Strict):
+class TextPart(Strict):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(_Strict):
+class ImageURL(Strict):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
+class ImagePart(Strict):
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -83,30 +83,30 @@ def message_text(content: Content | None, where: str) -> str | None:
     return "".join(part.text for part in content if isinstance(part, TextPart))
 
 
-class FunctionCall(_Strict):
+class FunctionCall(Strict):
     name: str
     arguments: str
 
 
-class ToolCallIn(_Strict):
+class ToolCallIn(Strict):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(_Strict):
+class SystemMessage(Strict):
     role: Literal["system", "developer"]
     content: Content
     name: str | None = None
 
 
-class UserMessage(_Strict):
+class UserMessage(Strict):
     role: Literal["user"]
     content: Content
     name: str | None = None
 
 
-class AssistantMessage(_Strict):
+class AssistantMessage(Strict):
     role: Literal["assistant"]
     content: Content | None = None
     name: str | None = None
@@ -114,7 +114,7 @@ class AssistantMessage(_Strict):
     refusal: str | None = None
 
 
-class ToolMessage(_Strict):
+class ToolMessage(Strict):
     role: Literal["tool"]
     content: Content
     tool_call_id: str
@@ -125,35 +125,35 @@ ChatMessage = Annotated[
 ]
 
 
-class FunctionDef(_Strict):
+class FunctionDef(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
 
-class Tool(_Strict):
+class Tool(Strict):
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(_Strict):
+class NamedFunction(Strict):
     name: str
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(Strict):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JSONSchemaFormat(_Strict):
+class JSONSchemaFormat(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormatIn(_Strict):
+class ResponseFormatIn(Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
@@ -164,7 +164,7 @@ class ResponseFormatIn(_Strict):
         return self
 
 
-class StreamOptions(_Strict):
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
@@ -174,7 +174,7 @@ Stop = (
 )
 
 
-class _Sampling(_Strict):
+class _Sampling(Strict):
     model: Name
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -298,7 +298,7 @@ class CompletionRequest(_Sampling):
         )
 
 
-class EmbeddingRequest(_Strict):
+class EmbeddingRequest(Strict):
     model: Name
     input: (
         Annotated[str, Field(min_length=1)]
@@ -313,12 +313,12 @@ class EmbeddingRequest(_Strict):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-class OrganizationIn(_Strict):
+class OrganizationIn(Strict):
     slug: Slug
     name: Name | None = None
 
 
-class KeyIn(_Strict):
+class KeyIn(Strict):
     org: Slug = Field(description="Slug of the key's organisation.")
     name: Name
     scopes: list[Literal["platform", "admin", "inference", "knowledge", "inbox", "widget"]] = Field(
@@ -328,153 +328,6 @@ class KeyIn(_Strict):
     tokens_per_minute: int | None = Field(None, ge=1, le=10**12)
     tokens_per_day: int | None = Field(None, ge=1, le=10**15)
     tokens_per_month: int | None = Field(None, ge=1, le=10**15)
-
-
-# -- knowledge bases ------------------------------------------------------------------------
-
-Metadata = dict[str, Annotated[str, Field(max_length=2000)] | int | float | bool]
-SearchMode = Literal["bm25", "vector", "hybrid", "convex"]
-
-
-class KnowledgeBaseIn(_Strict):
-    name: Name
-    description: Annotated[str, Field(max_length=4000)] | None = None
-    embedding_model: Name | None = Field(
-        None, description="An embedding model from GET /v1/models; default the server's."
-    )
-    chunk_tokens: int | None = Field(None, ge=32, le=8192)
-    chunk_overlap: int | None = Field(None, ge=0, le=4000)
-    metadata: Metadata | None = Field(None, max_length=64)
-
-
-class KnowledgeBaseUpdate(_Strict):
-    name: Name | None = None
-    description: Annotated[str, Field(max_length=4000)] | None = None
-    metadata: Metadata | None = Field(None, max_length=64)
-
-
-class TextDocumentIn(_Strict):
-    id: Annotated[str, Field(min_length=1, max_length=500)]
-    text: Annotated[str, Field(max_length=50_000_000)]
-    title: Annotated[str, Field(max_length=2000)] | None = None
-    metadata: Metadata = Field(default_factory=dict, max_length=64)
-
-
-class UrlDocumentIn(_Strict):
-    url: Annotated[str, Field(min_length=1, max_length=4000)]
-    id: Annotated[str, Field(min_length=1, max_length=500)] | None = None
-    metadata: Metadata = Field(default_factory=dict, max_length=64)
-
-
-class DocumentsIn(_Strict):
-    """Documents given as text, or as URLs for the server to fetch (or both)."""
-
-    documents: list[TextDocumentIn] = Field(default_factory=list, max_length=10_000)
-    urls: list[UrlDocumentIn] = Field(default_factory=list, max_length=100)
-
-    @model_validator(mode="after")
-    def _something(self) -> DocumentsIn:
-        if not self.documents and not self.urls:
-            raise ValueError("give at least one document or URL")
-        for u in self.urls:
-            if u.id is None and len(u.url) > 500:
-                raise ValueError("a URL longer than 500 characters needs an id")
-        ids = [d.id for d in self.documents] + [u.id or u.url for u in self.urls]
-        if len(set(ids)) != len(ids):
-            raise ValueError("document ids must be unique within one request")
-        return self
-
-
-class SearchIn(_Strict):
-    query: Annotated[str, Field(min_length=1, max_length=10_000)]
-    k: int = Field(10, ge=1, le=1000)
-    mode: SearchMode = "hybrid"
-    filters: dict[str, Any] | None = Field(
-        None,
-        description='Metadata filter: {"key": value, ...} (all must match), or OpenAI\'s '
-        "comparison and compound filters.",
-    )
-    alpha: float | None = Field(
-        None, ge=0, le=1, description="mode=convex: the weight of BM25 (default configured)."
-    )
-
-
-# -- OpenAI vector stores -------------------------------------------------------------------
-
-
-class StaticChunking(_Strict):
-    max_chunk_size_tokens: int = Field(ge=100, le=4096)
-    chunk_overlap_tokens: int = Field(ge=0)
-
-
-class ChunkingStrategy(_Strict):
-    type: Literal["auto", "static"]
-    static: StaticChunking | None = None
-
-
-class ExpiresAfter(_Strict):
-    anchor: Literal["last_active_at"]
-    days: int = Field(ge=1, le=365)
-
-
-VectorStoreMetadata = dict[
-    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]
-]
-Attributes = dict[
-    Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)] | float | bool
-]
-
-
-class VectorStoreIn(_Strict):
-    name: Name | None = None
-    description: Annotated[str, Field(max_length=4000)] | None = None
-    file_ids: list[Annotated[str, Field(max_length=64)]] = Field(
-        default_factory=list, max_length=500
-    )
-    chunking_strategy: ChunkingStrategy | None = None
-    expires_after: ExpiresAfter | None = Field(
-        None, description="Accepted for compatibility; stores do not expire here."
-    )
-    metadata: VectorStoreMetadata | None = Field(None, max_length=16)
-
-
-class VectorStoreUpdate(_Strict):
-    name: Name | None = None
-    expires_after: ExpiresAfter | None = None
-    metadata: VectorStoreMetadata | None = Field(None, max_length=16)
-
-
-class VectorStoreFileIn(_Strict):
-    file_id: Annotated[str, Field(min_length=1, max_length=64)]
-    attributes: Attributes | None = Field(None, max_length=16)
-    chunking_strategy: ChunkingStrategy | None = None
-
-
-class VectorStoreFileBatchIn(_Strict):
-    file_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=500
-    )
-    attributes: Attributes | None = Field(None, max_length=16)
-    chunking_strategy: ChunkingStrategy | None = None
-
-
-class RankingOptions(_Strict):
-    ranker: Literal["auto", "default-2024-11-15", "none", "bm25", "vector", "hybrid"] = "auto"
-    score_threshold: float = Field(0.0, ge=0, le=1)
-
-
-class VectorStoreSearchIn(_Strict):
-    query: (
-        Annotated[str, Field(min_length=1, max_length=10_000)]
-        | Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=10_000)]],
-            Field(min_length=1, max_length=10),
-        ]
-    )
-    max_num_results: int = Field(10, ge=1, le=50)
-    filters: dict[str, Any] | None = None
-    ranking_options: RankingOptions | None = None
-    rewrite_query: bool = Field(False, description="Accepted; queries are not rewritten.")
 
 
 # -- assistants ------------------------------------------------------------------------------
@@ -504,7 +357,7 @@ def _optional(model: type[BaseModel]) -> dict[str, Any]:
 # Any subset of an assistant's fields; what is left out keeps its value.
 AssistantUpdate: type[BaseModel] = create_model(
     "AssistantUpdate",
-    __base__=_Strict,
+    __base__=Strict,
     **{"name": (Name | None, None), **_optional(AssistantConfig)},
 )
 
@@ -515,41 +368,41 @@ ExternalId = Annotated[str, Field(min_length=1, max_length=256)]
 MessageText = Annotated[str, Field(min_length=1, max_length=16_000)]
 
 
-class ConversationIn(_Strict):
+class ConversationIn(Strict):
     """Start a conversation for an end user (their id in your system)."""
 
     user: ExternalId
 
 
-class MessageIn(_Strict):
+class MessageIn(Strict):
     """A user message; the reply streams as Server-Sent Events when ``stream`` is true."""
 
     content: MessageText
     stream: bool = False
 
 
-class HumanMessageIn(_Strict):
+class HumanMessageIn(Strict):
     """A human operator's reply; the conversation stays with people until handed back."""
 
     content: MessageText
     author: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
-class HandoffIn(_Strict):
+class HandoffIn(Strict):
     reason: Annotated[str, Field(max_length=500)] | None = None
 
 
 # -- governance ------------------------------------------------------------------------------
 
 
-class ReportIn(_Strict):
+class ReportIn(Strict):
     """An end user's complaint about an answer."""
 
     category: Literal["harmful", "illegal", "inaccurate", "offensive", "privacy", "other"]
     reason: Annotated[str, Field(max_length=2000)] | None = None
 
 
-class ResolveIn(_Strict):
+class ResolveIn(Strict):
     """An operator's decision on a report. ``content_removed`` also withdraws the answer's
     text from the conversation."""
 
@@ -557,7 +410,7 @@ class ResolveIn(_Strict):
     note: Annotated[str, Field(max_length=4000)] | None = None
 
 
-class ConsentIn(_Strict):
+class ConsentIn(Strict):
     """An end user's decision on one purpose."""
 
     purpose: Literal["terms", "personalization", "marketing"]
@@ -576,7 +429,7 @@ class ApiConsentIn(ConsentIn):
     )
 
 
-class HoldIn(_Strict):
+class HoldIn(Strict):
     """A legal hold on a data subject (all their conversations) or on one conversation."""
 
     subject: ExternalId | None = None
@@ -590,7 +443,7 @@ class HoldIn(_Strict):
         return self
 
 
-class LabelCheckIn(_Strict):
+class LabelCheckIn(Strict):
     """Generated content and the label that came with it."""
 
     content: Annotated[str, Field(max_length=1_000_000)]

@@ -1,4 +1,4 @@
-"""OpenAI's files and vector stores API, over Concierge's knowledge bases.
+"""OpenAI's vector stores API, over Concierge's knowledge bases (its files: ``gateway/files``).
 
 A vector store *is* a knowledge base (``vs_<id>``), so stores made here show up in
 ``/v1/knowledge_bases`` and the reverse. A vector store file is a document whose external id is
@@ -11,17 +11,13 @@ and compound filters over the file's attributes.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Any, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from starlette.datastructures import UploadFile
 
 from concierge.errors import InvalidRequest, NotFound
 from concierge.gateway.auth import InferenceKey, KnowledgeKey
-from concierge.gateway.responses import JSON
-from concierge.gateway.schemas import (
+from concierge.gateway.knowledge_schemas import (
     ChunkingStrategy,
     VectorStoreFileBatchIn,
     VectorStoreFileIn,
@@ -29,36 +25,20 @@ from concierge.gateway.schemas import (
     VectorStoreSearchIn,
     VectorStoreUpdate,
 )
+from concierge.gateway.responses import JSON
 from concierge.gateway.state import concierge
 from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents, files
 from concierge.knowledge.bases import KnowledgeBase
-from concierge.knowledge.documents import Document
-from concierge.knowledge.ingest import JobStatus, Source
+from concierge.knowledge.documents import Document, DocumentStatus
+from concierge.knowledge.ingest import Source
+from concierge.knowledge.jobs import JobStatus
 from concierge.knowledge.service import Knowledge
 
 router = APIRouter(prefix="/v1")
 STORE_ID = re.compile(r"^vs_([0-9]{1,18})$")
 BATCH_ID = re.compile(r"^vsfb_([0-9]{1,18})$")
 _FILE_STATUS = {"pending": "in_progress", "ready": "completed", "failed": "failed"}
-
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": list(files.PURPOSES)},
-                    },
-                    "required": ["file", "purpose"],
-                }
-            }
-        },
-    }
-}
 
 
 def _knowledge(request: Request) -> Knowledge:
@@ -81,69 +61,6 @@ def _page(data: list[dict[str, Any]], has_more: bool) -> JSON:
 
 def _ts(value: Any) -> int:
     return int(value.timestamp())
-
-
-# -- files ----------------------------------------------------------------------------------
-
-
-@router.post("/files", tags=["Files (OpenAI)"], summary="Upload a file", openapi_extra=_UPLOAD_BODY)
-async def upload_file(request: Request, key: KnowledgeKey) -> JSON:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "multipart/form-data":
-        raise InvalidRequest("upload the file as multipart/form-data", param="file")
-    async with request.form(max_files=1, max_fields=10) as form:
-        upload, purpose = form.get("file"), form.get("purpose")
-        if not isinstance(upload, UploadFile) or not (upload.filename or "").strip():
-            raise InvalidRequest(
-                "send the file, with its name, in the form field 'file'", param="file"
-            )
-        if not isinstance(purpose, str):
-            raise InvalidRequest("the form field 'purpose' is required", param="purpose")
-        data = await upload.read()
-    made = await _knowledge(request).db.write(
-        lambda conn: files.create(
-            conn, key.org_id, upload.filename or "", purpose, data, upload.content_type
-        )
-    )
-    return JSON(made.to_dict())
-
-
-@router.get("/files", tags=["Files (OpenAI)"], summary="List files")
-async def list_files(
-    request: Request, key: InferenceKey, purpose: str | None = Query(None, max_length=40)
-) -> JSON:
-    rows = await _knowledge(request).db.read(lambda conn: files.list_all(conn, key.org_id, purpose))
-    return JSON({"object": "list", "data": [f.to_dict() for f in rows], "has_more": False})
-
-
-@router.get("/files/{file_id}", tags=["Files (OpenAI)"], summary="Retrieve a file")
-async def get_file(file_id: str, request: Request, key: InferenceKey) -> JSON:
-    found = await _knowledge(request).db.read(lambda conn: files.get(conn, key.org_id, file_id))
-    return JSON(found.to_dict())
-
-
-@router.get("/files/{file_id}/content", tags=["Files (OpenAI)"], summary="A file's content")
-async def file_content(file_id: str, request: Request, key: InferenceKey) -> Any:
-    from starlette.responses import Response
-
-    def read(conn: Any) -> tuple[files.File, bytes]:
-        return files.get(conn, key.org_id, file_id), files.content(conn, key.org_id, file_id)
-
-    found, data = await _knowledge(request).db.read(read)
-    # Whatever type the uploader claimed: a download, never a page of this origin (an HTML
-    # "document" opened inline could script the API with a visitor's session).
-    name = quote(PurePosixPath(found.filename or found.id).name or found.id)
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"},
-    )
-
-
-@router.delete("/files/{file_id}", tags=["Files (OpenAI)"], summary="Delete a file")
-async def delete_file(file_id: str, request: Request, key: KnowledgeKey) -> JSON:
-    gone = await _knowledge(request).db.write(lambda conn: files.delete(conn, key.org_id, file_id))
-    return JSON({"id": gone.id, "object": "file", "deleted": True})
 
 
 # -- vector stores --------------------------------------------------------------------------
@@ -198,7 +115,7 @@ def _chunking(kb: KnowledgeBase) -> dict[str, Any]:
 
 def _file_dict(kb: KnowledgeBase, doc: Document) -> dict[str, Any]:
     error = None
-    if doc.status == "failed":
+    if doc.status == DocumentStatus.FAILED:
         code = "unsupported_file" if "not supported" in (doc.error or "") else "invalid_file"
         error = {"code": code, "message": doc.error or "the file could not be read"}
     return {

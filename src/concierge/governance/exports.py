@@ -16,7 +16,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from concierge.conversations.store import Conversation, Turn
+from concierge.conversations.records import Turn
+from concierge.conversations.store import Conversation
 from concierge.governance.provenance import TEXT_DATA, TEXT_END
 
 Labeller = Callable[[Turn], dict[str, str] | None]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -56,13 +56,36 @@ class Classifier(Protocol):
 
 
 @dataclass(frozen=True)
+class ModerationHit:
+    """A moderation check that fired, as recorded on the turn and its report."""
+
+    stage: Literal["input", "output"]
+    action: str  # what the policy did: refuse | flag
+    category: str | None  # blocked_term | blocked_pattern | <classifier category>
+    rule: str | None  # which term, pattern or classifier matched
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "action": self.action,
+            "category": self.category,
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModerationHit:
+        stage: Literal["input", "output"] = "output" if data.get("stage") == "output" else "input"
+        return cls(stage, str(data.get("action", "")), data.get("category"), data.get("rule"))
+
+
+@dataclass(frozen=True)
 class Verdict:
     blocked: bool
     category: str | None = None  # blocked_term | blocked_pattern | <classifier category>
     rule: str | None = None  # which term, pattern or classifier matched
 
-    def record(self, stage: str, action: str) -> dict[str, Any]:
-        return {"stage": stage, "action": action, "category": self.category, "rule": self.rule}
+    def record(self, stage: Literal["input", "output"], action: str) -> ModerationHit:
+        return ModerationHit(stage, action, self.category, self.rule)
 
 
 PASS = Verdict(False)

@@ -127,6 +127,13 @@ class Disclosure(_Part):
 
     _check = field_validator("texts")(_texts)
 
+    def text_for(self, accept_language: str | None) -> str | None:
+        """The notice in the reader's language (from an Accept-Language value), None where
+        disclosure is switched off. Every place that shows the notice asks here."""
+        if not self.enabled:
+            return None
+        return pick_language(self.texts, accept_language, self.default_language)
+
 
 class Labels(_Part):
     """EU AI Act Art. 50(2); GB 45438-2025: implicit (metadata) and explicit (visible) labels."""
@@ -333,24 +340,40 @@ def parse(data: Any) -> OrgPolicy:
 
 
 _DEFAULT = OrgPolicy()
-_parsed: dict[bytes, OrgPolicy] = {}  # stored JSON -> policy, validated once per content
 
 
-def get(conn: Connection, org_id: int) -> tuple[OrgPolicy, int]:
+class PolicyCache:
+    """Stored policies validated once per distinct content, for one server (policies are
+    immutable values, so a cached one is never stale: a change is new content)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._parsed: dict[bytes, OrgPolicy] = {}
+
+    def parse(self, stored: Any) -> OrgPolicy:
+        key = orjson.dumps(stored, option=orjson.OPT_SORT_KEYS)
+        policy = self._parsed.get(key)
+        if policy is None:
+            policy = _stored(stored)
+            if len(self._parsed) >= self.size:
+                self._parsed.clear()
+            self._parsed[key] = policy
+        return policy
+
+
+def _stored(stored: Any) -> OrgPolicy:
+    return OrgPolicy.model_validate(stored, context={"stored": True})
+
+
+def get(conn: Connection, org_id: int, cache: PolicyCache | None = None) -> tuple[OrgPolicy, int]:
     """The organisation's policy and its version (0: never changed, the defaults). Read on
-    every turn; validated once per distinct content (policies are immutable values)."""
+    every turn: a server passes its :class:`PolicyCache` so each content is validated once."""
     row = conn.execute(
         select(org_policies.c.policy, org_policies.c.version).where(org_policies.c.org_id == org_id)
     ).first()
     if row is None:
         return _DEFAULT, 0
-    key = orjson.dumps(row.policy, option=orjson.OPT_SORT_KEYS)
-    policy = _parsed.get(key)
-    if policy is None:
-        policy = OrgPolicy.model_validate(row.policy, context={"stored": True})
-        if len(_parsed) > 1024:
-            _parsed.clear()
-        _parsed[key] = policy
+    policy = cache.parse(row.policy) if cache is not None else _stored(row.policy)
     return policy, int(row.version)
 
 

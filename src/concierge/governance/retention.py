@@ -33,7 +33,7 @@ from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from concierge import background, orgs
-from concierge.conversations import store
+from concierge.conversations import erasure, store
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
 from concierge.governance import policy as policies
@@ -196,7 +196,7 @@ def purge_org(conn: Connection, org_id: int, now: datetime, *, actor: str) -> di
     days = policy.retention.conversation_days
     if days is not None:
         removed.update(
-            store.purge_idle(
+            erasure.purge_idle(
                 conn,
                 org_id,
                 now - timedelta(days=days),

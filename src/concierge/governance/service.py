@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pluggy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,7 +16,7 @@ from concierge.governance import policy as policies
 from concierge.governance.labels import Labeller, new_produce_id
 from concierge.governance.moderation import Classifier, Verdict
 from concierge.governance.pii import Detector, Recognizer
-from concierge.governance.policy import Moderation, OrgPolicy
+from concierge.governance.policy import Moderation, OrgPolicy, PolicyCache
 from concierge.store import Database
 from concierge.store.secrets import server_secret
 
@@ -31,6 +30,7 @@ class Governance:
         self.detector = Detector(recognizers)
         self.classifiers: list[Classifier] = []
         pm.hook.register_moderation_classifiers(register=self.classifiers.append, settings=settings)
+        self.policies = PolicyCache()  # stored policies, validated once per content
         self._labeller: Labeller | None = None
         self._producers: dict[int, tuple[str, float]] = {}
         self.c2pa: media.C2paCredentials | None = None
@@ -76,18 +76,19 @@ class Governance:
         cached = self._producers.get(org_id)
         if cached is not None and cached[1] > now:
             return cached[0]
-        policy, _ = await self.db.read(lambda conn: policies.get(conn, org_id))
+        policy, _ = await self.db.read(lambda conn: policies.get(conn, org_id, self.policies))
         value = self.producer(policy)
         self._producers[org_id] = (value, now + self.settings.key_cache_seconds)
         return value
 
-    def label(self, content: str, governance: dict[str, Any] | None) -> dict[str, str] | None:
-        """The implicit label of a stored generated turn (None for a turn no model wrote)."""
-        if not governance or not governance.get("label_id"):
+    def label(
+        self, content: str, label_id: str | None, producer: str | None = None
+    ) -> dict[str, str] | None:
+        """The implicit label of stored generated text (None without a label id: no model
+        wrote it)."""
+        if not label_id:
             return None
-        return self.labeller.label(
-            content, governance["label_id"], producer=governance.get("producer")
-        )
+        return self.labeller.label(content, label_id, producer=producer)
 
     def quick_check(self, text: str, policy: Moderation) -> Verdict:
         """Block lists and patterns only: cheap enough for every streamed piece."""

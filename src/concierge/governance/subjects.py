@@ -28,8 +28,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from concierge import orgs
-from concierge.conversations import store
-from concierge.conversations.store import EndUser, Turn
+from concierge.conversations import erasure
+from concierge.conversations.records import Turn
+from concierge.conversations.store import EndUser
 from concierge.errors import Conflict, NotFound
 from concierge.governance import audit, consent, moderation, retention
 from concierge.knowledge import bases, documents
@@ -47,7 +48,7 @@ def subject_ref(conn: Connection, org_id: int, subject: str) -> str:
 def identities(
     conn: Connection, org_id: int, subject: str, channel: str | None = None
 ) -> list[EndUser]:
-    found = store.end_users_named(conn, org_id, subject, channel)
+    found = erasure.end_users_named(conn, org_id, subject, channel)
     about = documents.about_subject(conn, org_id, subject)
     if not found and not about:
         where = f" on channel '{channel}'" if channel else ""
@@ -70,7 +71,7 @@ def export(
     people = []
     counts = {"conversations": 0, "turns": 0, "memories": 0, "consents": 0, "reports": 0}
     for user in users:
-        data = store.subject_data(conn, user)
+        data = erasure.subject_data(conn, user)
         conversations = []
         for conversation in data["conversations"]:
             turns = []
@@ -137,7 +138,7 @@ def erase(
 ) -> dict[str, Any]:
     """Delete everything stored about ``subject`` (one transaction) and return the receipt."""
     users = identities(conn, org_id, subject, channel)
-    owned = {user.id: store.conversation_ids_of(conn, user) for user in users}
+    owned = {user.id: erasure.conversation_ids_of(conn, user) for user in users}
     everything = {cid for ids in owned.values() for cid in ids}
     held = [
         h
@@ -162,14 +163,14 @@ def erase(
     for user in users:
         removed["reports"] += moderation.erase_on(conn, owned[user.id])
         removed["consents"] += consent.erase(conn, user.id)
-        for kind, count in store.erase_end_user(conn, user).items():
+        for kind, count in erasure.erase_end_user(conn, user).items():
             removed[kind] += count
     gone = documents.erase_subject(conn, org_id, subject)
     removed["documents"] += gone["documents"]
     removed["chunks"] += gone["chunks"]
     if gone["documents"]:
         # Other conversations may quote those documents (citations, search results).
-        removed["quotations"] = store.scrub_documents(
+        removed["quotations"] = erasure.scrub_documents(
             conn, org_id, set(gone["ids"]), gone["passages"]
         )
     now = datetime.now(UTC)

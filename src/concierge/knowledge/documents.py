@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Select, func, select
@@ -14,7 +15,14 @@ from concierge.knowledge.bases import KnowledgeBase
 from concierge.store import aware
 from concierge.store.tables import chunks, documents
 
-STATUSES = ("pending", "ready", "failed")
+
+class DocumentStatus(StrEnum):
+    PENDING = "pending"  # stored, waiting to be chunked and embedded
+    READY = "ready"  # searchable
+    FAILED = "failed"  # ``error`` says why
+
+
+STATUSES = tuple(DocumentStatus)
 _COLUMNS = [c for c in documents.c if c.name not in ("original", "text")]
 
 
@@ -30,7 +38,7 @@ class Document:
     size_bytes: int
     content_hash: str
     metadata: dict[str, Any]
-    status: str
+    status: DocumentStatus
     error: str | None
     chunk_count: int
     job_id: int | None
@@ -50,7 +58,7 @@ class Document:
             "bytes": self.size_bytes,
             "sha256": self.content_hash,
             "metadata": self.metadata,
-            "status": self.status,
+            "status": str(self.status),
             "error": self.error,
             "chunk_count": self.chunk_count,
             "job_id": self.job_id,
@@ -71,7 +79,7 @@ def _row(row: Any) -> Document:
         row.size_bytes,
         row.content_hash,
         dict(row.metadata or {}),
-        row.status,
+        DocumentStatus(row.status),
         row.error,
         row.chunk_count,
         row.job_id,
@@ -142,7 +150,7 @@ def counts(conn: Connection, kb: KnowledgeBase) -> dict[str, int]:
     ).all()
     found = {row[0]: int(row[1]) for row in rows}
     return {
-        **{status: found.get(status, 0) for status in STATUSES},
+        **{str(status): found.get(status, 0) for status in STATUSES},
         "bytes": sum(int(row[2]) for row in rows),
     }
 

@@ -32,15 +32,17 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from concierge.errors import InvalidDocument, NotFound
+from concierge.errors import InvalidDocument
 from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
 from concierge.knowledge.corpus import CorpusRecord, iter_jsonl, parse_record
+from concierge.knowledge.documents import DocumentStatus
+from concierge.knowledge.jobs import JobStatus, get_job, job_of
 from concierge.knowledge.parsers import ParsedDocument
 from concierge.knowledge.sandbox import Sandbox
 from concierge.models.base import EmbeddingModel
-from concierge.store import Database, aware, lock
+from concierge.store import Database, lock
 from concierge.store.tables import chunks, documents, ingestion_jobs
 
 log = logging.getLogger(__name__)
@@ -87,72 +89,12 @@ def corpus_sources(
 
 
 @dataclass
-class JobStatus:
-    id: int
-    kb_id: int
-    status: str
-    total: int
-    done: int
-    failed: int
-    skipped: int
-    errors: list[dict[str, str]]
-    created_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.done - self.failed - self.skipped
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "ingestion_job",
-            "knowledge_base_id": self.kb_id,
-            "status": self.status,
-            "total": self.total,
-            "done": self.done,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "pending": self.pending,
-            "errors": self.errors,
-            "created_at": self.created_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
-
-
-@dataclass
 class _Parsed:
     source: Source
     doc: ParsedDocument | None
     error: InvalidDocument | None
     content_hash: str
     size: int
-
-
-def _job(row: Any) -> JobStatus:
-    return JobStatus(
-        row.id,
-        row.kb_id,
-        row.status,
-        row.total,
-        row.done,
-        row.failed,
-        row.skipped,
-        list(row.errors or []),
-        aware(row.created_at),
-        aware(row.finished_at),
-    )
-
-
-def get_job(conn: Connection, org_id: int, job_id: int) -> JobStatus:
-    row = conn.execute(
-        select(ingestion_jobs).where(
-            ingestion_jobs.c.id == job_id, ingestion_jobs.c.org_id == org_id
-        )
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"ingestion job {job_id} not found", param="job")
-    return _job(row)
 
 
 class Ingestor:
@@ -300,7 +242,7 @@ class Ingestor:
                             original=None,
                             text="",
                             metadata=source.metadata,
-                            status="failed",
+                            status=DocumentStatus.FAILED,
                             error=item.error.message,
                             chunk_count=0,
                             job_id=job_id,
@@ -310,7 +252,11 @@ class Ingestor:
                     )
                 continue
             doc = item.doc
-            if old is not None and old.content_hash == item.content_hash and old.status == "ready":
+            if (
+                old is not None
+                and old.content_hash == item.content_hash
+                and old.status == DocumentStatus.READY
+            ):
                 skipped += 1
                 continue
             values = {
@@ -323,7 +269,7 @@ class Ingestor:
                 "original": source.data,
                 "text": doc.text,
                 "metadata": {**doc.metadata, **source.metadata},
-                "status": "pending",
+                "status": DocumentStatus.PENDING,
                 "error": None,
                 "job_id": job_id,
                 "updated_at": now,
@@ -353,7 +299,9 @@ class Ingestor:
                 errors=[*(job.errors or []), *errors],
             )
         )
-        return _job(conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one())
+        return job_of(
+            conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
+        )
 
     # -- step 2: chunk, embed, index -------------------------------------------------------
 
@@ -421,7 +369,7 @@ class Ingestor:
                 )
                 .where(
                     documents.c.kb_id == kb.id,
-                    documents.c.status == "pending",
+                    documents.c.status == DocumentStatus.PENDING,
                     documents.c.id > after,
                 )
                 .order_by(documents.c.id)
@@ -480,7 +428,7 @@ class Ingestor:
         failures: list[dict[str, Any]] = []
         for row, pieces, error in prepared:
             first, offset = offset, offset + len(pieces)
-            if current.get(row.id) != ("pending", row.content_hash):
+            if current.get(row.id) != (DocumentStatus.PENDING, row.content_hash):
                 continue
             writable.append(row.id)
             if error is not None:
@@ -518,14 +466,21 @@ class Ingestor:
             conn.execute(
                 update(documents)
                 .where(documents.c.id == bindparam("b_id"))
-                .values(status="ready", chunk_count=bindparam("b_count"), updated_at=now),
+                .values(
+                    status=DocumentStatus.READY, chunk_count=bindparam("b_count"), updated_at=now
+                ),
                 ready,
             )
         if failures:
             conn.execute(
                 update(documents)
                 .where(documents.c.id == bindparam("b_id"))
-                .values(status="failed", error=bindparam("b_error"), chunk_count=0, updated_at=now),
+                .values(
+                    status=DocumentStatus.FAILED,
+                    error=bindparam("b_error"),
+                    chunk_count=0,
+                    updated_at=now,
+                ),
                 failures,
             )
         bases.bump_version(conn, kb.id)
@@ -544,7 +499,7 @@ class Ingestor:
                 )
             )
             statuses.append(
-                _job(
+                job_of(
                     conn.execute(select(ingestion_jobs).where(ingestion_jobs.c.id == job_id)).one()
                 )
             )
@@ -555,7 +510,10 @@ class Ingestor:
         pending = (
             select(func.count())
             .select_from(documents)
-            .where(documents.c.job_id == ingestion_jobs.c.id, documents.c.status == "pending")
+            .where(
+                documents.c.job_id == ingestion_jobs.c.id,
+                documents.c.status == DocumentStatus.PENDING,
+            )
             .scalar_subquery()
         )
         conn.execute(

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, select
 
 from concierge.errors import InvalidRequest, NotFound
 from concierge.knowledge.chunking import cite
+from concierge.knowledge.documents import DocumentStatus
 from concierge.knowledge.filters import Predicate, compile_filter
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database
@@ -198,7 +199,7 @@ class SearchIndex:
                     documents.c.title,
                     documents.c.source,
                     documents.c.metadata,
-                ).where(documents.c.kb_id == kb_id, documents.c.status == "ready")
+                ).where(documents.c.kb_id == kb_id, documents.c.status == DocumentStatus.READY)
             )
         }
         rows = [

@@ -22,8 +22,10 @@ from concierge.egress import Egress, EgressPolicy
 from concierge.errors import ConciergeError
 from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
+from concierge.knowledge.documents import DocumentStatus
 from concierge.knowledge.fetch import fetch
-from concierge.knowledge.ingest import Ingestor, JobStatus, Progress, Source, get_job
+from concierge.knowledge.ingest import Ingestor, Progress, Source
+from concierge.knowledge.jobs import JobStatus, get_job
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
@@ -204,7 +206,11 @@ class Knowledge:
         with pending documents; how many knowledge bases there were."""
 
         def pending(conn: Connection) -> list[Any]:
-            ids = select(documents.c.kb_id).where(documents.c.status == "pending").distinct()
+            ids = (
+                select(documents.c.kb_id)
+                .where(documents.c.status == DocumentStatus.PENDING)
+                .distinct()
+            )
             return list(conn.execute(select(knowledge_bases).where(knowledge_bases.c.id.in_(ids))))
 
         for org_id, kb_id, job_id in await self.db.read(staging.unfinished):

@@ -10,12 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from concierge.models.admission import QueueStats
+
+if TYPE_CHECKING:
+    from concierge.egress import Egress
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -193,6 +196,10 @@ class Backend(ABC):
     def loaded(self) -> bool:
         """Whether :meth:`load` has finished (always, for a backend with nothing to load)."""
         return True
+
+    def use_http(self, sessions: Egress) -> None:
+        """Take the server's HTTP session factory (a backend that calls out over HTTP makes
+        its connections through it)."""
 
     async def aclose(self) -> None:
         """Release resources (threads, connections) at shutdown."""

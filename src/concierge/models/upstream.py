@@ -24,6 +24,7 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from concierge.config import UpstreamConfig
+from concierge.egress import Egress
 from concierge.errors import (
     ConciergeError,
     ContextLengthExceeded,
@@ -63,6 +64,7 @@ class UpstreamClient:
     def __init__(self, upstream: UpstreamConfig) -> None:
         self.upstream = upstream
         self._session: aiohttp.ClientSession | None = None
+        self._sessions: Egress | None = None
         headers = {"Content-Type": "application/json"}
         key = upstream.resolved_api_key()
         if key:
@@ -72,15 +74,24 @@ class UpstreamClient:
             total=None, sock_connect=min(10.0, upstream.timeout), sock_read=upstream.timeout
         )
 
+    def use(self, sessions: Egress) -> None:
+        """Make connections through the server's session factory (and its transport)."""
+        self._sessions = sessions
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                base_url=self.upstream.base_url + "/",
-                headers=self._headers,
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=300),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            )
+            options: dict[str, Any] = {
+                "base_url": self.upstream.base_url + "/",
+                "headers": self._headers,
+                "timeout": self._timeout,
+                "json_serialize": lambda obj: orjson.dumps(obj).decode(),
+            }
+            if self._sessions is not None:
+                self._session = self._sessions.server_session(**options)
+            else:  # a model used outside a server (the CLI's chat)
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=1024, ttl_dns_cache=300), **options
+                )
         return self._session
 
     async def post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
@@ -196,6 +207,9 @@ class OpenAIUpstream(Model):
         self.supports_json = True
         self.context_length = upstream.context_length
         self._client = client
+
+    def use_http(self, sessions: Egress) -> None:
+        self._client.use(sessions)
 
     async def execute(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         batches = self.execute_batches(request)
@@ -368,6 +382,9 @@ class OpenAIUpstreamEmbeddings(EmbeddingModel):
         self.owned_by = upstream.name
         self.dimensions = dimensions  # unknown until the first reply
         self._client = client
+
+    def use_http(self, sessions: Egress) -> None:
+        self._client.use(sessions)
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         name = self.upstream.name

@@ -52,7 +52,7 @@ from concierge.gateway.schemas import MAX_ID, ConsentIn, MessageIn, ReportIn, Ro
 from concierge.gateway.state import concierge
 from concierge.governance import consent, moderation
 from concierge.governance import policy as policies
-from concierge.governance.policy import OrgPolicy, effective, pick_language
+from concierge.governance.policy import OrgPolicy, PolicyCache, effective, pick_language
 from concierge.keys import ApiKey
 from concierge.models.base import TokenCount
 from concierge.store import Database
@@ -149,8 +149,8 @@ def _own(conn: Connection, assistant: Assistant, visitor: str, cid: int) -> Conv
     return conversation
 
 
-def _policy(conn: Connection, assistant: Assistant) -> OrgPolicy:
-    return effective(policies.get(conn, assistant.org_id)[0], assistant.config.governance)
+def _policy(conn: Connection, assistant: Assistant, cache: PolicyCache) -> OrgPolicy:
+    return effective(policies.get(conn, assistant.org_id, cache)[0], assistant.config.governance)
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,8 @@ async def _metered(request: Request, entry: _Entry, endpoint: str) -> AsyncItera
 async def widget_config(org: str, assistant: str, request: Request) -> JSON:
     entry = await _gate(request, org, assistant, visitor=False)
     found = entry.assistant
-    policy = await concierge(request).db.read(lambda conn: _policy(conn, found))
+    cache = concierge(request).governance.policies
+    policy = await concierge(request).db.read(lambda conn: _policy(conn, found, cache))
     disclosure = policy.disclosure
     return JSON(
         {
@@ -220,13 +221,7 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
             "greeting": found.config.greeting,
             # The AI disclosure in the visitor's language (null where the organisation has
             # switched it off); the first assistant message carries it too.
-            "disclosure": pick_language(
-                disclosure.texts,
-                request.headers.get("accept-language"),
-                disclosure.default_language,
-            )
-            if disclosure.enabled
-            else None,
+            "disclosure": disclosure.text_for(request.headers.get("accept-language")),
             "consent": {
                 "memory_requires": policy.consent.memory_requires,
                 "text_versions": policy.consent.text_versions,
@@ -355,9 +350,10 @@ async def report(
 async def consents(org: str, assistant: str, request: Request) -> JSON:
     entry = await _gate(request, org, assistant)
     found, visitor = entry.assistant, entry.visitor
+    cache = concierge(request).governance.policies
 
     def read(conn: Connection) -> dict[str, Any]:
-        policy = _policy(conn, found)
+        policy = _policy(conn, found, cache)
         user = store.peek_end_user(conn, found.org_id, CHANNEL, visitor)
         return consent.summary(conn, user.id if user else 0, policy.consent)
 
@@ -369,9 +365,10 @@ async def give_consent(org: str, assistant: str, request: Request) -> JSON:
     entry = await _gate(request, org, assistant)
     found, visitor = entry.assistant, entry.visitor
     body = await parse(request, ConsentIn)
+    cache = concierge(request).governance.policies
 
     def write(conn: Connection) -> dict[str, Any]:
-        policy = _policy(conn, found)
+        policy = _policy(conn, found, cache)
         user = store.end_user(conn, found.org_id, CHANNEL, visitor)
         decision = consent.record(
             conn,
