@@ -210,6 +210,7 @@ async def scale_up(knowledge: Any, kb: Any, target: int, vocabulary: list[str]) 
 async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     from concierge.config import Settings
     from concierge.knowledge.ingest import corpus_sources
+    from concierge.knowledge.parsers import Parsers
     from concierge.knowledge.service import Knowledge, ingest_now
     from concierge.models.registry import ModelRegistry
     from concierge.plugins import plugin_manager
@@ -225,11 +226,12 @@ async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         **({"knowledge_batch_documents": args.batch_documents} if args.batch_documents else {}),
     )
     db = Database(url)
-    registry = ModelRegistry.from_plugins(plugin_manager(entry_points=False), settings)
+    pm = plugin_manager(entry_points=False)
+    registry = ModelRegistry.from_plugins(pm, settings)
     result: dict[str, Any] = {"database": kind}
     try:
         migrate.upgrade(db)
-        knowledge = Knowledge(db, registry, settings)
+        knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
         from concierge import orgs
 
         org = db.write_sync(lambda conn: orgs.ensure(conn, "bench"))

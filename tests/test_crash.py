@@ -97,6 +97,7 @@ import asyncio, sys
 from concierge.config import load_settings
 from concierge.knowledge import bases, staging
 from concierge.knowledge.ingest import Source
+from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge
 from concierge.models.registry import ModelRegistry
 from concierge.plugins import plugin_manager
@@ -105,8 +106,9 @@ from concierge.store import Database
 staging.MAX_BATCH_ITEMS = 2  # many small transactions, so that a kill lands between two
 settings = load_settings()
 db = Database(settings.resolved_database_url)
-registry = ModelRegistry.from_plugins(plugin_manager(entry_points=False), settings)
-knowledge = Knowledge(db, registry, settings)
+pm = plugin_manager(entry_points=False)
+registry = ModelRegistry.from_plugins(pm, settings)
+knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
 kb = db.read_sync(lambda conn: bases.get(conn, int(sys.argv[1]), int(sys.argv[2])))
 sources = [
     Source(f"f{i}.txt", (f"Document {i} is about topic{i}. " * 300).encode(), filename=f"f{i}.txt")

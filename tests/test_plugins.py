@@ -19,7 +19,6 @@ from concierge.app import Concierge
 from concierge.assistants.toolbox import Tool, ToolFailure, ToolTurn
 from concierge.cli import CommandGroup
 from concierge.config import Settings
-from concierge.default_plugins import DEFAULT_PLUGINS
 from concierge.gateway.auth import ApiKeyAuth
 from concierge.gateway.routes import Routes
 from concierge.governance.pii import Span
@@ -33,7 +32,7 @@ from concierge.knowledge.parsers import (
     decode_text,
 )
 from concierge.models.base import ToolSpec
-from concierge.plugins import plugin_manager
+from concierge.plugins import DEFAULT_PLUGINS, plugin_manager
 from tests.conftest import http_client, make_settings
 from tests.scripted import Pipeline, calls, says, tool_messages
 from tests.test_gateway import assert_openai_error

@@ -18,8 +18,8 @@ from sqlalchemy.types import JSON, LargeBinary
 from concierge import orgs
 from concierge.assistants import definitions
 from concierge.assistants.definitions import AssistantConfig
+from concierge.compliance import retention
 from concierge.conversations import store
-from concierge.governance import retention
 from concierge.store import Database
 from concierge.store.tables import conversations, metadata, scheduled_jobs
 from tests.scripted import Pipeline, calls, says

@@ -22,6 +22,7 @@ from concierge import __version__, keys
 from concierge.assistants.drafts import Recovery
 from concierge.assistants.runtime import Runtime
 from concierge.assistants.toolbox import Toolbox
+from concierge.compliance.retention import Scheduler
 from concierge.config import Settings
 from concierge.egress import Egress, EgressPolicy, Transport
 from concierge.gateway import body, errors
@@ -31,7 +32,6 @@ from concierge.gateway.hygiene import LogScope, SecurityHeaders
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.gateway.routes import Routes
 from concierge.governance.pii import install_log_redaction
-from concierge.governance.retention import Scheduler
 from concierge.governance.service import Governance
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,7 @@ from concierge import orgs
 from concierge.errors import InvalidRequest, NotFound
 from concierge.governance import audit
 from concierge.store import aware, id_is, lock
-from concierge.store.tables import api_keys, organizations
+from concierge.store.tables import api_keys
 
 KEY_PREFIX = "sk-cc-"
 SCOPES = frozenset({"platform", "admin", "inference", "knowledge", "inbox", "widget"})
@@ -141,9 +142,7 @@ def _row(row: Any) -> ApiKey:
 
 
 def _select() -> Any:
-    return select(api_keys, organizations.c.slug).join(
-        organizations, organizations.c.id == api_keys.c.org_id
-    )
+    return select(api_keys, orgs.slug_column(api_keys.c.org_id).label("slug"))
 
 
 def parse_scopes(scopes: str | list[str] | tuple[str, ...]) -> frozenset[str]:
@@ -220,11 +219,9 @@ def get(conn: Connection, key_id: int) -> ApiKey:
 
 def list_keys(conn: Connection, org_slug: str | None = None) -> list[ApiKey]:
     """Every key, or one organisation's (an unknown organisation is NotFound)."""
-    if org_slug is not None:
-        orgs.get(conn, org_slug)
     query = _select().order_by(api_keys.c.id)
     if org_slug is not None:
-        query = query.where(organizations.c.slug == org_slug)
+        query = query.where(api_keys.c.org_id == orgs.get(conn, org_slug).id)
     return [_row(r) for r in conn.execute(query)]
 
 
@@ -301,9 +298,14 @@ def widget_key(conn: Connection, org_id: int) -> ApiKey:
     row = conn.execute(query).first()
     if row is not None:
         return _row(row)
-    slug: str = conn.execute(
-        select(organizations.c.slug).where(organizations.c.id == org_id)
-    ).scalar_one()
-    return create(
-        conn, str(slug), WIDGET_KEY_NAME, frozenset({"widget"}), actor="system:widget"
-    ).key
+    slug = orgs.get_by_id(conn, org_id).slug
+    return create(conn, slug, WIDGET_KEY_NAME, frozenset({"widget"}), actor="system:widget").key
+
+
+def prefixes(conn: Connection, key_ids: Iterable[int]) -> dict[int, str]:
+    """The shown prefix of each of these keys (to name them in a report)."""
+    wanted = sorted({int(i) for i in key_ids})
+    if not wanted:
+        return {}
+    rows = conn.execute(select(api_keys.c.id, api_keys.c.prefix).where(api_keys.c.id.in_(wanted)))
+    return {int(row.id): str(row.prefix) for row in rows}

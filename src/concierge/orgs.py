@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import ColumnElement, Connection, ScalarSelect, insert, select
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.exc import IntegrityError
 
 from concierge.errors import Conflict, InvalidRequest, NotFound
@@ -93,6 +94,13 @@ def get_by_id(conn: Connection, org_id: int) -> Organization:
     return _row(row)
 
 
+def slug_column(org_id: ColumnElement[Any]) -> ScalarSelect[Any]:
+    """The slug of the organisation ``org_id`` (a column of another module's query) refers to,
+    as a column of that query: it shows the slug in one round trip without reading this
+    module's table itself."""
+    return select(organizations.c.slug).where(organizations.c.id == org_id).scalar_subquery()
+
+
 def list_all(conn: Connection) -> list[Organization]:
     return [_row(r) for r in conn.execute(select(organizations).order_by(organizations.c.id))]
 
@@ -106,3 +114,21 @@ def ensure(conn: Connection, slug: str, name: str | None = None) -> Organization
         return create(conn, slug, name)
     except Conflict:  # two replicas starting at once: the other one made it
         return get(conn, slug)
+
+
+def delete(conn: Connection, slug: str, *, actor: str = "system") -> bool:
+    """Delete an organisation and everything it owns (every table's rows go with it); the
+    audit log keeps that it happened. False when there was none."""
+    try:
+        org = get(conn, slug)
+    except NotFound:
+        return False
+    conn.execute(sa_delete(organizations).where(organizations.c.id == org.id))
+    audit.record(
+        conn,
+        "org.deleted",
+        actor=actor,
+        target=f"org:{org.id}",
+        details={"slug": org.slug, "name": org.name},
+    )
+    return True

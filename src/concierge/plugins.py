@@ -8,7 +8,17 @@ from collections.abc import Iterable
 import pluggy
 
 from concierge import hookspecs
-from concierge.default_plugins import DEFAULT_PLUGINS
+
+# Everything built in that a plugin could provide (concierge/default_plugins), by name: they
+# are imported when a plugin manager is made, never by the modules they extend.
+DEFAULT_PLUGINS = (
+    "concierge.default_plugins.models",
+    "concierge.default_plugins.recognizers",
+    "concierge.default_plugins.tools",
+    "concierge.default_plugins.parsers",
+    "concierge.default_plugins.routes",
+    "concierge.default_plugins.commands",
+)
 
 
 def plugin_manager(

@@ -24,9 +24,10 @@ from rich.table import Table
 
 from concierge.cli import Context, pass_context, print_table
 from concierge.errors import InvalidRequest
-from concierge.knowledge import bases
+from concierge.knowledge import bases, documents
 from concierge.knowledge.ingest import Source, corpus_sources
 from concierge.knowledge.jobs import JobStatus
+from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.search import MODES, Hit, Mode
 from concierge.knowledge.service import Knowledge, ingest_now
 from concierge.models.registry import ModelRegistry
@@ -52,8 +53,9 @@ def command() -> None:
 def open_knowledge(ctx: Context) -> Iterator[Knowledge]:
     settings = ctx.settings()
     db = Database(settings.resolved_database_url)
-    registry = ModelRegistry.from_plugins(plugin_manager(), settings)
-    knowledge = Knowledge(db, registry, settings)
+    pm = plugin_manager()
+    registry = ModelRegistry.from_plugins(pm, settings)
+    knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
     try:
         migrate.upgrade(db)
         yield knowledge
@@ -110,7 +112,6 @@ def create(
 @pass_context
 def list_kbs(ctx: Context, org_slug: str) -> None:
     """List knowledge bases with their document counts."""
-    from concierge.knowledge import documents
 
     with open_knowledge(ctx) as knowledge:
         org_id = _org_id(knowledge, org_slug)
@@ -246,7 +247,7 @@ def ingest(
 
             job = asyncio.run(ingest_now(knowledge, kb, sources, progress))
         elapsed = time.perf_counter() - started
-        chunks = knowledge.db.read_sync(lambda conn: _chunk_count(conn, kb.id))
+        chunks = knowledge.db.read_sync(lambda conn: documents.chunk_count(conn, kb))
     click.echo(
         f"{job.done} ingested, {job.skipped} unchanged, {job.failed} failed "
         f"in {elapsed:.1f} s; the knowledge base has {chunks} chunks"
@@ -257,14 +258,6 @@ def ingest(
         click.secho(f"  ... and {len(job.errors) - 50} more", fg="yellow", err=True)
     if job.failed:
         sys.exit(3)
-
-
-def _chunk_count(conn: Any, kb_id: int) -> int:
-    from sqlalchemy import func, select
-
-    from concierge.store.tables import chunks
-
-    return int(conn.execute(select(func.count()).where(chunks.c.kb_id == kb_id)).scalar_one())
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context
+from concierge.compliance import retention
 from concierge.errors import InvalidRequest
-from concierge.governance import audit, retention
+from concierge.governance import audit
 from concierge.governance import policy as policies
 
 

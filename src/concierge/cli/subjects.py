@@ -10,8 +10,9 @@ from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.cli import Context, database, pass_context
+from concierge.compliance import subjects
 from concierge.conversations.records import Turn
-from concierge.governance import audit, subjects
+from concierge.governance import audit
 from concierge.governance.labels import Labeller
 
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection
 
 from concierge import orgs
 from concierge.assistants import definitions
@@ -19,7 +19,6 @@ from concierge.assistants.definitions import AssistantConfig
 from concierge.errors import NotFound
 from concierge.knowledge.ingest import Source, corpus_sources
 from concierge.knowledge.service import Knowledge, ingest_now
-from concierge.store.tables import organizations
 
 log = logging.getLogger(__name__)
 ORG = "acme"
@@ -75,9 +74,7 @@ async def seed(knowledge: Knowledge, *, reset: bool = False) -> Seeded:
     """Make the demo organisation if it is missing (or, with ``reset``, make it afresh)."""
     db = knowledge.db
     if reset:
-        await db.write(
-            lambda conn: conn.execute(delete(organizations).where(organizations.c.slug == ORG))
-        )
+        await db.write(lambda conn: orgs.delete(conn, ORG, actor="system:demo"))
     else:
         found = await db.read(_existing)
         if found is not None:

@@ -26,6 +26,7 @@ from concierge.assistants.events import (
     ReplyEvent,
     ToolUsed,
 )
+from concierge.compliance import exports
 from concierge.conversations import memory as memories
 from concierge.conversations import store
 from concierge.conversations.records import ConversationStatus, Turn
@@ -52,7 +53,6 @@ from concierge.gateway.schemas import (
     RowId,
 )
 from concierge.gateway.state import concierge
-from concierge.governance import exports
 from concierge.models.base import TokenCount
 
 router = APIRouter(prefix="/v1", tags=["Conversations"])

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from starlette.responses import Response
 
 from concierge import orgs
+from concierge.compliance import retention, subjects
 from concierge.conversations import erasure, store
 from concierge.conversations.records import Turn
 from concierge.errors import InvalidRequest, NotFound
@@ -44,7 +45,7 @@ from concierge.gateway.schemas import (
     RowId,
 )
 from concierge.gateway.state import concierge
-from concierge.governance import audit, consent, labels, media, provenance, retention, subjects
+from concierge.governance import audit, consent, labels, media, provenance
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy
 from concierge.keys import ApiKey

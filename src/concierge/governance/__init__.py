@@ -7,9 +7,12 @@
 - :mod:`~concierge.governance.pii`: personal data found and masked;
 - :mod:`~concierge.governance.moderation`: input and output policies, reports, review queue;
 - :mod:`~concierge.governance.consent`: what each end user agreed to;
-- :mod:`~concierge.governance.retention`: time-to-live, legal holds, the scheduled purge;
-- :mod:`~concierge.governance.subjects`: a data subject's export and erasure;
 - :mod:`~concierge.governance.injection`: prompt-injection defence for tool calls.
+
+These are building blocks: they read and write only their own tables and import nothing above
+the store, so organisations, keys, conversations and assistants can use them. The workflows
+that span those (retention, subjects' export and erasure, conversation exports) are in
+:mod:`concierge.compliance`, above them.
 
 docs/governance.md maps each to the article it serves.
 """

@@ -141,6 +141,11 @@ def list_page(
     return [_row(r) for r in rows[:limit]], len(rows) > limit
 
 
+def chunk_count(conn: Connection, kb: KnowledgeBase) -> int:
+    """How many chunks ``kb``'s documents make."""
+    return int(conn.execute(select(func.count()).where(chunks.c.kb_id == kb.id)).scalar_one())
+
+
 def counts(conn: Connection, kb: KnowledgeBase) -> dict[str, int]:
     """Documents of ``kb`` by status, and their total size in bytes (``bytes``)."""
     rows = conn.execute(

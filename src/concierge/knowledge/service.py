@@ -31,7 +31,6 @@ from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
 from concierge.models.base import EmbeddingModel
 from concierge.models.registry import ModelRegistry
-from concierge.plugins import plugin_manager
 from concierge.store import Database
 from concierge.store.tables import documents, knowledge_bases
 
@@ -45,12 +44,12 @@ class Knowledge:
         db: Database,
         registry: ModelRegistry,
         settings: Settings,
-        egress: Egress | None = None,
-        parsers: Parsers | None = None,
+        egress: Egress | None,
+        parsers: Parsers,
     ) -> None:
-        """``egress``: the server's outbound sessions (URL fetches); by default one of its
-        own under the settings' policy, closed with this object. ``parsers``: the document
-        formats it reads; by default those the installed plugins register."""
+        """``egress``: the server's outbound sessions (URL fetches); None: one of its own
+        under the settings' policy, closed with this object. ``parsers``: the document formats
+        it reads (``Parsers.from_plugins``: those the plugins register)."""
         self.db = db
         self.registry = registry
         self.settings = settings
@@ -63,7 +62,7 @@ class Knowledge:
                 max_expanded_bytes=settings.knowledge_max_expanded_bytes,
                 max_document_bytes=settings.knowledge_max_document_bytes,
             ),
-            parsers or Parsers.from_plugins(plugin_manager(), settings),
+            parsers,
         )
         self.index = SearchIndex(db)
         self._tasks: dict[int, asyncio.Task[None]] = {}

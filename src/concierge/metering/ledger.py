@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
+from concierge import keys
 from concierge.store import Database
-from concierge.store.tables import api_keys, usage_records
+from concierge.store.tables import usage_records
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +159,13 @@ def summary(
             day,
             usage_records.c.model,
             usage_records.c.api_key_id,
-            api_keys.c.prefix,
             func.count().label("requests"),
             func.sum(case((usage_records.c.status >= 400, 1), else_=0)).label("errors"),
             func.sum(usage_records.c.prompt_tokens).label("prompt_tokens"),
             func.sum(usage_records.c.completion_tokens).label("completion_tokens"),
             func.avg(usage_records.c.latency_ms).label("mean_latency_ms"),
         )
-        .select_from(usage_records.outerjoin(api_keys, api_keys.c.id == usage_records.c.api_key_id))
-        .group_by(day, usage_records.c.model, usage_records.c.api_key_id, api_keys.c.prefix)
+        .group_by(day, usage_records.c.model, usage_records.c.api_key_id)
         .order_by(day, usage_records.c.model, usage_records.c.api_key_id)
     )
     if org_id is not None:
@@ -178,19 +177,21 @@ def summary(
     if until is not None:
         end = datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
         query = query.where(usage_records.c.created_at < end)
+    rows = conn.execute(query).all()
+    shown = keys.prefixes(conn, (r.api_key_id for r in rows if r.api_key_id is not None))
     return [
         {
             "day": str(row.day),
             "model": row.model,
             "api_key_id": row.api_key_id,
-            "key_prefix": row.prefix,
+            "key_prefix": shown.get(row.api_key_id),
             "requests": int(row.requests),
             "errors": int(row.errors or 0),
             "prompt_tokens": int(row.prompt_tokens or 0),
             "completion_tokens": int(row.completion_tokens or 0),
             "mean_latency_ms": round(float(row.mean_latency_ms or 0), 2),
         }
-        for row in conn.execute(query)
+        for row in rows
     ]
 
 

@@ -28,11 +28,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from concierge import orgs
+from concierge.compliance import retention
 from concierge.conversations import erasure
 from concierge.conversations.records import Turn
 from concierge.conversations.store import EndUser
 from concierge.errors import Conflict, NotFound
-from concierge.governance import audit, consent, moderation, retention
+from concierge.governance import audit, consent, moderation
 from concierge.knowledge import bases, documents
 from concierge.store.secrets import server_secret
 
