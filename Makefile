@@ -33,8 +33,9 @@ test: install
 	scripts/ensure-services
 	$(BIN)/pytest
 
+# SQLite only, no server or worker processes, no browser: the loop while writing code.
 test-fast: install
-	$(BIN)/pytest -m "not slow" -x
+	$(BIN)/pytest -m "not slow" -k "not postgresql" -x -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

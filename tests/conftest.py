@@ -14,10 +14,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,6 +134,26 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
     url: str = request.getfixturevalue("pg_database")
     _truncate(url)
     return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_db_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+) -> Iterator[str]:
+    """A database of its own for the tests of one module that share a server, per backend
+    (a server starts in seconds; its tests then run against it one after another)."""
+    if request.param == "sqlite":
+        target = tmp_path_factory.mktemp("shared") / "concierge.db"
+        shutil.copy(sqlite_template, target)
+        yield f"sqlite:///{target}"
+        return
+    admin = request.getfixturevalue("pg_admin")
+    name = create_pg_database(admin)
+    url = _pg_server_url(name)
+    yield url
+    drop_pg_database(admin, name)
 
 
 @pytest.fixture
@@ -270,6 +294,18 @@ def live_server(tmp_path: Path, db_url: str, models_dir: Path) -> Iterator[LiveS
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_server(
+    module_db_url: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One `concierge serve` for the tests of a module, per backend (tests that share it must
+    not depend on what the others stored)."""
+    cwd = tmp_path_factory.mktemp("server")
+    server = LiveServer(server_env(cwd, module_db_url, models_dir), cwd)
+    yield server
+    server.stop()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # llama-cpp-python opens two /dev/null handles at import and never closes them.
     utils = sys.modules.get("llama_cpp._utils")
@@ -279,15 +315,66 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             handle.close()
 
 
-@pytest.fixture
-def cli(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli_env(tmp_path: Path, db_url: str, models_dir: Path) -> dict[str, str]:
+    return {
         "CONCIERGE_DATA_DIR": str(tmp_path),
         "CONCIERGE_DATABASE_URL": db_url,
         "CONCIERGE_MODELS_DIR": str(models_dir),
         "CONCIERGE_LLM_CONTEXT_LENGTH": "2048",
     }
+
+
+@pytest.fixture
+def cli(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
+    """``concierge ARGS`` run in this process with click's CliRunner (a second of start-up
+    saved per command), in a thread of its own (commands run their own event loop), from
+    ``tmp_path``. An unexpected exception's traceback is appended to ``stderr``, as the real
+    command would print it."""
+    from click.testing import CliRunner
+
+    from concierge.cli import main
+
+    env = _cli_env(tmp_path, db_url, models_dir)
+
+    def run(*args: str, input: str | None = None, ok: bool = True) -> CliResult:
+        done: dict[str, Any] = {}
+
+        def invoke() -> None:
+            previous = os.getcwd()
+            os.chdir(tmp_path)
+            try:
+                done["result"] = CliRunner().invoke(main, list(args), input=input, env=env)
+            finally:
+                os.chdir(previous)
+
+        worker = threading.Thread(target=invoke, name="cli")
+        worker.start()
+        worker.join(120)
+        assert "result" in done, f"concierge {' '.join(args)} did not finish in 120 s"
+        ran = done["result"]
+        stderr = ran.stderr
+        if ran.exception is not None and not isinstance(ran.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(ran.exception))
+        result = CliResult(ran.exit_code, ran.stdout, stderr)
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
+@pytest.fixture
+def cli_process(tmp_path: Path, db_url: str, models_dir: Path):  # type: ignore[no-untyped-def]
+    """``python -m concierge ARGS`` in a real subprocess, as a user runs it (for the few
+    tests that are about the process: its exit code, what reaches the terminal)."""
+    env = {**os.environ, **_cli_env(tmp_path, db_url, models_dir)}
 
     def run(
         *args: str, input: str | None = None, ok: bool = True

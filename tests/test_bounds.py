@@ -198,6 +198,7 @@ def test_archives_are_measured_before_they_are_opened() -> None:
         sandbox.close()
 
 
+@pytest.mark.slow
 def test_a_parse_that_takes_too_long_or_too_much_memory_is_stopped() -> None:
     bomb = docx_bomb(2_000_000)
     slow = Sandbox(Limits(timeout_seconds=0.5, max_expanded_bytes=10**9), PARSERS)
@@ -313,6 +314,7 @@ async def test_a_burst_gets_quick_refusals_not_a_long_wait(
 # -- embeddings: the client leaves, the work stops -----------------------------------------
 
 
+@pytest.mark.slow
 async def test_embeddings_stop_when_the_client_leaves(
     tmp_path: Path, db_url: str, models_dir: Path
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from concierge.store import migrate
 from tests.conftest import LLM
 
@@ -33,13 +35,15 @@ def test_keys_and_orgs(cli) -> None:  # type: ignore[no-untyped-def]
     assert "acme" in cli("orgs", "list").stdout
 
 
-def test_errors_are_messages_not_tracebacks(cli) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.slow
+def test_errors_are_messages_not_tracebacks(cli_process) -> None:  # type: ignore[no-untyped-def]
+    """In a real process: the exit code and what reaches the terminal."""
     for args in (
         ("keys", "create", "--org", "ghost", "--name", "x"),
         ("keys", "revoke", "42"),
         ("orgs", "create", "Bad Slug"),
     ):
-        result = cli(*args, ok=False)
+        result = cli_process(*args, ok=False)
         assert result.returncode == 2
         assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
 
@@ -78,6 +82,7 @@ def test_chat_streams_in_the_terminal(cli) -> None:  # type: ignore[no-untyped-d
     assert answer  # the model said something
 
 
+@pytest.mark.slow
 def test_kb_create_ingest_search_and_trec_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     docs = tmp_path / "docs" / "sub"
     docs.mkdir(parents=True)
@@ -109,6 +114,7 @@ def test_kb_create_ingest_search_and_trec_run(cli, tmp_path: Path) -> None:  # t
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_demo_seed_once_and_reset(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     """`concierge demo seed` makes Acme Outfitters once; `demo reset` makes it afresh, without
     what visitors left behind."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from concierge.app import Concierge
@@ -21,6 +22,8 @@ from concierge.store.tables import documents, ingestion_items, ingestion_jobs
 from tests.conftest import ADMIN_KEY, ROOT, LiveServer, make_settings, server_env
 from tests.scripted import DISCLOSED
 from tests.test_upstream import SlowUpstream
+
+pytestmark = pytest.mark.slow  # kills real server processes
 
 
 async def test_a_reply_cut_by_kill_9_is_kept_with_the_users_message(

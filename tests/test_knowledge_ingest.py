@@ -259,6 +259,7 @@ def corpus(tmp_path: Path) -> Iterator[Path]:
     yield path
 
 
+@pytest.mark.slow
 async def test_killed_mid_ingestion_resumes_with_no_missing_or_doubled_chunk(
     db: Database, db_url: str, kb: KnowledgeBase, ingestor: Ingestor, corpus: Path, models_dir: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""The official openai client against `concierge serve` running in a subprocess."""
+"""The official openai client against `concierge serve` running in a subprocess (one server
+per backend for the module: these tests do not depend on each other's data)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, EMBEDDER, LLM, LiveServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def live_server(shared_server: LiveServer) -> LiveServer:
+    return shared_server
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,24 +22,39 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import ADMIN_KEY, LiveServer, server_env
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = os.environ.get("CONCIERGE_SCREENSHOTS")
 WIDGET = "#concierge-widget"
 
 
-@pytest.fixture
-def demo_server(tmp_path: Path, db_url: str, models_dir: Path) -> Iterator[LiveServer]:
-    env = server_env(tmp_path, db_url, models_dir)
+@pytest.fixture(scope="module")
+def demo_server(
+    module_db_url: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The demo, seeded once per backend and served to every test of the module (each test
+    is its own visitor; the widget's per-address limits are raised, as all of them come from
+    this machine)."""
+    cwd = tmp_path_factory.mktemp("demo")
+    env = server_env(
+        cwd,
+        module_db_url,
+        models_dir,
+        widget_ip_requests_per_minute="100000",
+        widget_new_visitors_per_minute="100000",
+        widget_poll_seconds="2",  # a person stepping in shows up sooner
+    )
     seeded = subprocess.run(
         [sys.executable, "-m", "concierge", "demo", "seed"],
         env={**os.environ, **env},
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert seeded.returncode == 0, seeded.stderr
-    server = LiveServer(env, tmp_path)
+    server = LiveServer(env, cwd)
     yield server
     server.stop()
 
@@ -133,6 +149,7 @@ async def test_a_visitor_chats_with_citations_and_the_disclosure(
 async def test_a_visitor_decides_what_the_assistant_may_remember(
     demo_server: LiveServer, browser: Browser
 ) -> None:
+    withdrawn_before = _withdrawals(demo_server)
     page = await browser.new_page(viewport={"width": 1280, "height": 860})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -166,14 +183,20 @@ async def test_a_visitor_decides_what_the_assistant_may_remember(
         (False, "web", "1"),
         (True, "web", "1"),
     ]
+    assert _withdrawals(demo_server) == withdrawn_before + 1
+    assert errors == []
+
+
+def _withdrawals(server: LiveServer) -> int:
+    """How many consent withdrawals the audit log holds (the server is shared by the module's
+    tests: each counts its own)."""
     audit = httpx.get(
-        demo_server.url + "/api/audit",
+        server.url + "/api/audit",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        params={"action": "consent.withdrawn"},
+        params={"action": "consent.withdrawn", "limit": 1000},
     )
     assert audit.status_code == 200, audit.text
-    assert len(audit.json()["data"]) == 1
-    assert errors == []
+    return len(audit.json()["data"])
 
 
 async def test_the_widget_is_readable_on_a_phone(demo_server: LiveServer, browser: Browser) -> None:
@@ -199,7 +222,12 @@ async def _acme_key(server: LiveServer, scopes: tuple[str, ...] = ("inbox",)) ->
         base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     ) as admin:
         made = await admin.post(
-            "/api/keys", json={"org": "acme", "name": "operator", "scopes": list(scopes)}
+            "/api/keys",
+            json={
+                "org": "acme",
+                "name": f"operator-{uuid.uuid4().hex[:8]}",
+                "scopes": list(scopes),
+            },
         )
         assert made.status_code == 201, made.text
         return str(made.json()["key"])
@@ -332,8 +360,14 @@ async def test_the_widget_api_refuses_what_it_should(demo_server: LiveServer) ->
             "/v1/assistants/acme-support", json={"widget_origins": ["https://acme.example"]}
         )
         assert changed.status_code == 200, changed.text
-    async with httpx.AsyncClient(base_url=base) as client:
-        refused = await client.get("/acme/acme-support", headers={"Origin": "https://evil.example"})
-        assert refused.status_code == 403
-        allowed = await client.get("/acme/acme-support", headers={"Origin": "https://acme.example"})
-        assert allowed.status_code == 200
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            evil = {"Origin": "https://evil.example"}
+            assert (await client.get("/acme/acme-support", headers=evil)).status_code == 403
+            acme = {"Origin": "https://acme.example"}
+            assert (await client.get("/acme/acme-support", headers=acme)).status_code == 200
+    finally:  # the next tests on this server embed the widget from its own page again
+        async with httpx.AsyncClient(
+            base_url=demo_server.url, headers={"Authorization": f"Bearer {key}"}
+        ) as operator:
+            await operator.patch("/v1/assistants/acme-support", json={"widget_origins": []})

@@ -276,6 +276,13 @@ class Settings(BaseModel):
     widget_messages_per_minute: int = Field(
         12, ge=1, description="Messages one widget visitor may send a minute."
     )
+    widget_poll_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="How often an open widget looks for a person's reply while the assistant "
+        "has the conversation (every 3 s while people have it).",
+    )
     trusted_proxies: str = Field(
         "127.0.0.1",
         description="Addresses of reverse proxies whose X-Forwarded-For names the client (for "

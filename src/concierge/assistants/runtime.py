@@ -73,7 +73,6 @@ from concierge.models.base import Model, TokenCount
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
 
-MAX_MESSAGE_CHARS = 16_000
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
 EMPTY_REPLY = (
     "Sorry, I could not find an answer to that. You can rephrase the question or ask for a person."

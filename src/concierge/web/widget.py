@@ -219,6 +219,7 @@ async def widget_config(org: str, assistant: str, request: Request) -> JSON:
             "object": "widget.config",
             "assistant": found.name,
             "greeting": found.config.greeting,
+            "poll_seconds": concierge(request).settings.widget_poll_seconds,
             # The AI disclosure in the visitor's language (null where the organisation has
             # switched it off); the first assistant message carries it too.
             "disclosure": disclosure.text_for(request.headers.get("accept-language")),

@@ -26,7 +26,7 @@
   var api = base + "/widget/v1/" + encodeURIComponent(org) + "/" + encodeURIComponent(assistant);
   var storeKey = "concierge:" + base + ":" + org + ":" + assistant;
   var POLL_MS = 3000;
-  var IDLE_POLL_MS = 10000;
+  var IDLE_POLL_MS = 10000;  // the server's widget_poll_seconds replaces it
 
   var CSS = [
     ":host{all:initial}",
@@ -376,6 +376,7 @@
 
   async function ensureSession() {
     var config = await json("GET", "");
+    if (config.poll_seconds > 0) IDLE_POLL_MS = config.poll_seconds * 1000;
     var banner = root.getElementById("cw-disclosure");
     banner.textContent = config.disclosure || "";
     banner.hidden = !config.disclosure;
