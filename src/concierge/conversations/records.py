@@ -187,10 +187,9 @@ class Turn:
     def producer(self) -> str | None:
         return self.governance.producer if self.governance is not None else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def _shared(self) -> dict[str, Any]:
+        """The fields the API shows as they are stored."""
         return {
-            "id": self.id,
-            "object": "conversation.turn",
             "conversation_id": self.conversation_id,
             "role": self.role,
             "content": self.content,
@@ -199,14 +198,22 @@ class Turn:
             "tool_calls": [call.to_dict() for call in self.tool_calls],
             "assistant_version": self.assistant_version,
             "model": self.model,
-            "usage": {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-            },
             "latency_ms": self.latency_ms,
             "error": self.error,
             "author": self.author,
             "governance": governance_json(self.governance),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the API shows it."""
+        return {
+            "id": self.id,
+            "object": "conversation.turn",
+            **self._shared(),
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            },
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
@@ -214,21 +221,10 @@ class Turn:
     def values(self) -> dict[str, Any]:
         """The turn's columns as stored (all but ``id`` and ``org_id``)."""
         return {
-            "conversation_id": self.conversation_id,
-            "role": self.role,
-            "content": self.content,
-            "status": str(self.status),
-            "created_at": self.created_at,
-            "citations": self.citations,
-            "tool_calls": [call.to_dict() for call in self.tool_calls],
-            "assistant_version": self.assistant_version,
-            "model": self.model,
+            **self._shared(),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "latency_ms": self.latency_ms,
-            "error": self.error,
-            "author": self.author,
-            "governance": governance_json(self.governance),
+            "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
 

@@ -57,6 +57,18 @@ def json_body(model: type[BaseModel], *scopes: str) -> dict[str, Any]:
     return extra
 
 
+def form_body(
+    fields: dict[str, Any], required: list[str], *, or_json: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """The ``openapi_extra`` of a route that reads a multipart form with ``fields`` (and, with
+    ``or_json``, that model as a JSON body instead)."""
+    form = {"schema": {"type": "object", "properties": fields, "required": required}}
+    content: dict[str, Any] = {"multipart/form-data": form}
+    if or_json is not None:
+        content["application/json"] = {"schema": {"$ref": REF.format(model=or_json.__name__)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def add_schemas(document: dict[str, Any], models: list[type[BaseModel]]) -> dict[str, Any]:
     """Add ``models`` (and the models they use) to an OpenAPI document's components."""
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)

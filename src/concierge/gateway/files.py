@@ -16,29 +16,20 @@ from starlette.responses import Response
 
 from concierge.errors import InvalidRequest
 from concierge.gateway.auth import InferenceKey, KnowledgeKey
+from concierge.gateway.body import form_body
 from concierge.gateway.responses import JSON
 from concierge.gateway.state import concierge
 from concierge.knowledge import files
 
 router = APIRouter(prefix="/v1")
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": list(files.PURPOSES)},
-                    },
-                    "required": ["file", "purpose"],
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = form_body(
+    {
+        "file": {"type": "string", "format": "binary"},
+        "purpose": {"type": "string", "enum": list(files.PURPOSES)},
+    },
+    ["file", "purpose"],
+)
 
 
 @router.post("/files", tags=["Files (OpenAI)"], summary="Upload a file", openapi_extra=_UPLOAD_BODY)

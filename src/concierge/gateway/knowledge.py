@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from concierge.errors import InvalidRequest, NotFound, UnsupportedDocumentType
 from concierge.gateway.auth import InferenceKey, KnowledgeKey
-from concierge.gateway.body import parse
+from concierge.gateway.body import form_body, parse
 from concierge.gateway.knowledge_schemas import (
     DocumentsIn,
     KnowledgeBaseIn,
@@ -39,33 +39,23 @@ MAX_FILES = 1000
 # Read with gateway.body.parse (the body is JSON or multipart); declared in _DOCUMENTS_BODY.
 BODY_MODELS: list[type[BaseModel]] = [DocumentsIn]
 
-_DOCUMENTS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "One or more files (PDF, DOCX, HTML, Markdown, "
-                            "text, JSON Lines). A file's id is its name; a .jsonl file "
-                            "holds one document per line, each with its own _id.",
-                        },
-                        "metadata": {
-                            "type": "string",
-                            "description": "A JSON object of metadata for every file.",
-                        },
-                    },
-                    "required": ["file"],
-                }
-            },
-            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentsIn"}},
+_DOCUMENTS_BODY = form_body(
+    {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more files (PDF, DOCX, HTML, Markdown, text, JSON Lines). A "
+            "file's id is its name; a .jsonl file holds one document per line, each with its "
+            "own _id.",
         },
-    }
-}
+        "metadata": {
+            "type": "string",
+            "description": "A JSON object of metadata for every file.",
+        },
+    },
+    ["file"],
+    or_json=DocumentsIn,
+)
 
 
 def _knowledge(request: Request) -> Knowledge:
