@@ -208,8 +208,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from concierge.config import Settings
     from concierge.governance import policy as policies
     from concierge.knowledge.corpus import CorpusRecord
-    from concierge.knowledge.ingest import Source
     from concierge.knowledge.service import ingest_now
+    from concierge.knowledge.sources import Source
 
     cases = [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
     if args.limit:

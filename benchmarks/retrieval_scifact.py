@@ -209,9 +209,9 @@ async def scale_up(knowledge: Any, kb: Any, target: int, vocabulary: list[str]) 
 
 async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     from concierge.config import Settings
-    from concierge.knowledge.ingest import corpus_sources
     from concierge.knowledge.parsers import Parsers
     from concierge.knowledge.service import Knowledge, ingest_now
+    from concierge.knowledge.sources import corpus_sources
     from concierge.models.registry import ModelRegistry
     from concierge.plugins import plugin_manager
     from concierge.store import Database, migrate

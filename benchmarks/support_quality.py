@@ -74,8 +74,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from concierge.config import Settings
     from concierge.knowledge import documents
     from concierge.knowledge.corpus import CorpusRecord
-    from concierge.knowledge.ingest import Source
     from concierge.knowledge.service import ingest_now
+    from concierge.knowledge.sources import Source
 
     rows = list(csv.DictReader(DATA.open(encoding="utf-8")))
     articles: dict[str, str] = {}

@@ -99,7 +99,7 @@ STAGER = """
 import asyncio, sys
 from concierge.config import load_settings
 from concierge.knowledge import bases, staging
-from concierge.knowledge.ingest import Source
+from concierge.knowledge.sources import Source
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge
 from concierge.models.registry import ModelRegistry

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from concierge.app import Concierge
-from concierge.governance.pii import LogRedactor
+from concierge.governance.logs import LogRedactor
 from tests.conftest import ADMIN_KEY, EMBEDDER, http_client
 
 

@@ -406,7 +406,7 @@ async def test_server_start_resumes_pending_ingestion(
     settings: Settings, registry: ModelRegistry
 ) -> None:
     """Documents staged by a process that then died are finished by the next one."""
-    from concierge.knowledge.ingest import Source
+    from concierge.knowledge.sources import Source
 
     first = Concierge(settings, registry=registry, entry_points=False, preload_models=False)
     await first.startup()

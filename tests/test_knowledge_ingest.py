@@ -22,10 +22,11 @@ from concierge.errors import Conflict, InvalidDocument, InvalidRequest, NotFound
 from concierge.knowledge import bases
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.corpus import iter_jsonl
-from concierge.knowledge.ingest import Ingestor, Source
+from concierge.knowledge.ingest import Ingestor
 from concierge.knowledge.jobs import get_job
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.service import ingest_now
+from concierge.knowledge.sources import Source
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
 from concierge.store.tables import chunks, documents, knowledge_bases
@@ -220,7 +221,8 @@ WORKER = """
 import asyncio, json, sys
 from pathlib import Path
 from concierge.knowledge import bases
-from concierge.knowledge.ingest import Ingestor, Source
+from concierge.knowledge.ingest import Ingestor
+from concierge.knowledge.sources import Source
 from concierge.knowledge.corpus import iter_jsonl
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.models.minilm import MiniLMEmbeddings

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from concierge.config import Settings
-from concierge.governance.pii import Detector, LogRedactor, Pseudonyms, Span, StreamRestorer
+from concierge.governance.logs import LogRedactor
+from concierge.governance.pii import Detector, Pseudonyms, Span, StreamRestorer
 from concierge.governance.service import Governance
 from concierge.hookspecs import hookimpl
 from concierge.plugins import plugin_manager

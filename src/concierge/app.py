@@ -31,7 +31,7 @@ from concierge.gateway.bounds import Bounds
 from concierge.gateway.hygiene import LogScope, SecurityHeaders
 from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.gateway.routes import Routes
-from concierge.governance.pii import install_log_redaction
+from concierge.governance.logs import install_log_redaction
 from concierge.governance.service import Governance
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge

@@ -25,11 +25,11 @@ from rich.table import Table
 from concierge.cli import Context, pass_context, print_table
 from concierge.errors import InvalidRequest
 from concierge.knowledge import bases, documents
-from concierge.knowledge.ingest import Source, corpus_sources
 from concierge.knowledge.jobs import JobStatus
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.search import MODES, Hit, Mode
 from concierge.knowledge.service import Knowledge, ingest_now
+from concierge.knowledge.sources import Source, corpus_sources
 from concierge.models.registry import ModelRegistry
 from concierge.orgs import DEFAULT_ORG
 from concierge.plugins import plugin_manager

@@ -17,8 +17,8 @@ from concierge import orgs
 from concierge.assistants import definitions
 from concierge.assistants.definitions import AssistantConfig
 from concierge.errors import NotFound
-from concierge.knowledge.ingest import Source, corpus_sources
 from concierge.knowledge.service import Knowledge, ingest_now
+from concierge.knowledge.sources import Source, corpus_sources
 
 log = logging.getLogger(__name__)
 ORG = "acme"

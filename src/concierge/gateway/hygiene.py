@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from concierge.errors import InvalidRequest
 from concierge.gateway.responses import JSON
-from concierge.governance.pii import Detector, logging_with
+from concierge.governance.logs import logging_with
+from concierge.governance.pii import Detector
 
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "

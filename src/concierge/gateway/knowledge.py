@@ -31,8 +31,8 @@ from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.corpus import CorpusRecord
-from concierge.knowledge.ingest import Source, corpus_sources
 from concierge.knowledge.service import Knowledge
+from concierge.knowledge.sources import Source, corpus_sources
 
 router = APIRouter(prefix="/v1/knowledge_bases", tags=["Knowledge bases"])
 MAX_FILES = 1000

@@ -31,9 +31,9 @@ from concierge.keys import ApiKey
 from concierge.knowledge import bases, documents, files
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.documents import Document, DocumentStatus
-from concierge.knowledge.ingest import Source
 from concierge.knowledge.jobs import JobStatus
 from concierge.knowledge.service import Knowledge
+from concierge.knowledge.sources import Source
 
 router = APIRouter(prefix="/v1")
 STORE_ID = re.compile(r"^vs_([0-9]{1,18})$")

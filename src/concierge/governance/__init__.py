@@ -5,6 +5,7 @@
 - :mod:`~concierge.governance.labels`: provenance labels (implicit, signed; explicit text);
 - :mod:`~concierge.governance.media`: labels written into images (PNG, JPEG; C2PA);
 - :mod:`~concierge.governance.pii`: personal data found and masked;
+- :mod:`~concierge.governance.logs`: personal data and API keys kept out of log files;
 - :mod:`~concierge.governance.moderation`: input and output policies, reports, review queue;
 - :mod:`~concierge.governance.consent`: what each end user agreed to;
 - :mod:`~concierge.governance.injection`: prompt-injection defence for tool calls.

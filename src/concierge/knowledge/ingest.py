@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,11 +36,12 @@ from concierge.errors import InvalidDocument
 from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.chunking import Chunk, TokenCounter, chunk_document
-from concierge.knowledge.corpus import CorpusRecord, iter_jsonl, parse_record
+from concierge.knowledge.corpus import CorpusRecord, parse_record
 from concierge.knowledge.documents import DocumentStatus
 from concierge.knowledge.jobs import JobStatus, get_job, job_of
 from concierge.knowledge.parsers import ParsedDocument
 from concierge.knowledge.sandbox import Sandbox
+from concierge.knowledge.sources import Fetcher, Source
 from concierge.models.base import EmbeddingModel
 from concierge.store import Database, lock
 from concierge.store.tables import chunks, documents, ingestion_jobs
@@ -50,42 +51,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[["JobStatus"], None]
 # A pending document's row, its chunks with the text to embed for each, or why it failed.
 _Prepared = tuple[Any, list[tuple[Chunk, str]], str | None]
-
-
-@dataclass
-class Source:
-    """One document to ingest: a file's bytes, or a JSON Lines record, or an error already
-    found (a bad line of a corpus file), reported against ``external_id``."""
-
-    external_id: str
-    data: bytes | None = None
-    record: CorpusRecord | None = None
-    filename: str | None = None
-    content_type: str | None = None
-    source: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    error: InvalidDocument | None = None
-    url: str | None = None  # a document to fetch when it is staged
-
-
-Fetcher = Callable[[str, str, dict[str, Any]], Awaitable[Source]]
-"""``(url, external_id, metadata)`` to the fetched source (or one carrying the fetch error)."""
-
-
-def corpus_sources(
-    data: bytes, filename: str, metadata: dict[str, Any] | None = None
-) -> list[Source]:
-    """A JSON Lines corpus as sources, one per line: a document per ``_id``, and a bad line as
-    an error of its own (reported as ``FILE:line N``) that stops no other line."""
-    lines = [n for n, raw in enumerate(data.splitlines(), start=1) if raw.strip()]
-    sources = []
-    for number, item in zip(lines, iter_jsonl(data, filename), strict=True):
-        if isinstance(item, InvalidDocument):
-            sources.append(Source(f"{filename}:line {number}", source=filename, error=item))
-        else:
-            meta = {**(metadata or {}), **item.metadata}
-            sources.append(Source(item.external_id, record=item, source=filename, metadata=meta))
-    return sources
 
 
 @dataclass

@@ -24,11 +24,12 @@ from concierge.knowledge import bases, staging
 from concierge.knowledge.bases import KnowledgeBase
 from concierge.knowledge.documents import DocumentStatus
 from concierge.knowledge.fetch import fetch
-from concierge.knowledge.ingest import Ingestor, Progress, Source
+from concierge.knowledge.ingest import Ingestor, Progress
 from concierge.knowledge.jobs import JobStatus, get_job
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.sandbox import Limits, Sandbox
 from concierge.knowledge.search import Hit, Mode, SearchIndex, best_per_document
+from concierge.knowledge.sources import Source
 from concierge.models.base import EmbeddingModel
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
