@@ -231,7 +231,7 @@ async def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"database": kind}
     try:
         migrate.upgrade(db)
-        knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
+        knowledge = Knowledge(db, registry, settings, parsers=Parsers.from_plugins(pm, settings))
         from concierge import orgs
 
         org = db.write_sync(lambda conn: orgs.ensure(conn, "bench"))

@@ -111,7 +111,7 @@ settings = load_settings()
 db = Database(settings.resolved_database_url)
 pm = plugin_manager(entry_points=False)
 registry = ModelRegistry.from_plugins(pm, settings)
-knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
+knowledge = Knowledge(db, registry, settings, parsers=Parsers.from_plugins(pm, settings))
 kb = db.read_sync(lambda conn: bases.get(conn, int(sys.argv[1]), int(sys.argv[2])))
 sources = [
     Source(f"f{i}.txt", (f"Document {i} is about topic{i}. " * 300).encode(), filename=f"f{i}.txt")

@@ -84,7 +84,11 @@ class Concierge:
         for backend in [*self.registry.models.values(), *self.registry.embedding_models.values()]:
             backend.use_http(self.egress)  # upstream models connect through it too
         self.knowledge = Knowledge(
-            self.db, self.registry, settings, self.egress, Parsers.from_plugins(self.pm, settings)
+            self.db,
+            self.registry,
+            settings,
+            parsers=Parsers.from_plugins(self.pm, settings),
+            egress=self.egress,
         )
         self.governance = Governance(self.db, self.pm, settings)
         self.retention = Scheduler(self.db, settings.retention_interval_seconds)

@@ -36,7 +36,6 @@ from concierge.errors import ConciergeError
 from concierge.governance.injection import guard_call
 from concierge.governance.pii import Pseudonyms
 from concierge.models.base import (
-    Finish,
     GenerationRequest,
     Message,
     Model,
@@ -78,13 +77,7 @@ class Generator:
     async def generate(self, g: Generation) -> AsyncGenerator[ReplyEvent, None]:
         """The model, streamed through the output filter, and the tool loop."""
         ctx, progress, output, messages = g.ctx, g.progress, g.output, g.messages
-        config, text, names, spotlight, timings = (
-            ctx.config,
-            g.text,
-            g.names,
-            g.spotlight,
-            g.timings,
-        )
+        config, text, names = ctx.config, g.text, g.names
         user_said = [t.content for t in ctx.history if t.role == "user"]
         tool_outputs: list[str] = []
         model_s = 0.0
@@ -123,8 +116,7 @@ class Generator:
                             call["id"] = event.id or call["id"]
                             call["name"] = event.name or call["name"]
                             call["arguments"] += event.arguments
-                        elif isinstance(event, Finish):
-                            pass  # its usage is in the request's count, set by the backend
+                        # A Finish adds nothing: its usage is in the request's count already.
                 for shown in output.flush():
                     yield shown
                 model_s += time.perf_counter() - mark
@@ -142,18 +134,18 @@ class Generator:
                     result = await self.guarded_call(
                         call_made,
                         g,
-                        names=names,
                         trusted=[text, *user_said, config.instructions],
                         untrusted=[*ctx.memories, *tool_outputs],
                     )
                     tool_outputs.append(result.content)
-                    progress.tool_records.append(result.record())
-                    yield ToolUsed(result.record())
+                    record = result.record()
+                    progress.tool_records.append(record)
+                    yield ToolUsed(record)
                     returned = names.mask(result.content) if names is not None else result.content
                     messages.append(
                         Message(
                             "tool",
-                            spotlight.wrap("tool_result", returned, call_made.name),
+                            g.spotlight.wrap("tool_result", returned, call_made.name),
                             tool_call_id=call_made.id,
                             name=call_made.name,
                         )
@@ -175,23 +167,22 @@ class Generator:
             progress.status, progress.error = TurnStatus.FAILED, "internal error"
             log.exception("assistant reply broke off after output")
         finally:
-            timings["model_ms"] = round(model_s * 1000, 2)
-            timings["tools_ms"] = round(tools_s * 1000, 2)
+            g.timings["model_ms"] = round(model_s * 1000, 2)
+            g.timings["tools_ms"] = round(tools_s * 1000, 2)
 
     async def guarded_call(
         self,
         call: ToolCall,
         g: Generation,
         *,
-        names: Pseudonyms | None,
         trusted: list[str],
         untrusted: list[str],
     ) -> ToolResult:
         """A tool call the model made, with the real values back in its arguments, run unless
         the injection guard finds that only data (passages, memories, earlier tool results;
         never the user or the operator) asked for it."""
-        if names is not None:  # the tool gets the real values, never the model
-            restored = names.restore_json(loads_or_text(call.arguments))
+        if g.names is not None:  # the tool gets the real values, never the model
+            restored = g.names.restore_json(loads_or_text(call.arguments))
             call = ToolCall(call.id, call.name, json.dumps(restored))
         defence = g.ctx.policy.injection
         if defence.enabled and defence.tool_guard:

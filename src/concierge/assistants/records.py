@@ -27,7 +27,7 @@ from concierge.assistants.toolbox import elapsed_ms
 from concierge.config import Settings
 from concierge.conversations import memory, store
 from concierge.conversations.records import ConversationStatus, Turn, TurnGovernance, TurnStatus
-from concierge.conversations.store import Conversation
+from concierge.conversations.store import Conversation, EndUser
 from concierge.governance import moderation
 from concierge.governance.moderation import Verdict
 from concierge.governance.policy import OrgPolicy
@@ -46,6 +46,21 @@ def citations_for(text: str, passages: Sequence[Passage]) -> list[dict[str, Any]
     cited = [int(n) for n in _CITE.findall(text)]
     chosen = [passages[n - 1] for n in dict.fromkeys(cited) if 1 <= n <= len(passages)]
     return [p.citation() for p in (chosen or passages)]
+
+
+def _user_and_conversation(
+    conn: Connection, ctx: TurnContext, inbound: Inbound
+) -> tuple[EndUser, Conversation]:
+    """The turn's end user and conversation, each made now if the turn is their first."""
+    user = (
+        ctx.user
+        if ctx.user.id
+        else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
+    )
+    conversation = ctx.conversation or store.create(
+        conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
+    )
+    return user, conversation
 
 
 class Recorder:
@@ -99,14 +114,7 @@ class Recorder:
             if draft is not None:
                 user, conversation, user_turn = draft.user, draft.conversation, draft.user_turn
             else:
-                user = (
-                    ctx.user
-                    if ctx.user.id
-                    else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
-                )
-                conversation = ctx.conversation or store.create(
-                    conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
-                )
+                user, conversation = _user_and_conversation(conn, ctx, inbound)
             reply = store.new_turn(
                 conversation,
                 "assistant",
@@ -206,15 +214,7 @@ class Recorder:
         record = dataclasses.replace(self.reply_record(ctx, progress, generated=True), draft=True)
 
         def write(conn: Connection) -> Drafted:
-            new_user = not ctx.user.id
-            user = (
-                ctx.user
-                if not new_user
-                else store.end_user(conn, inbound.org_id, inbound.channel, inbound.external_id)
-            )
-            conversation = ctx.conversation or store.create(
-                conn, inbound.org_id, ctx.assistant.id, user, inbound.channel
-            )
+            user, conversation = _user_and_conversation(conn, ctx, inbound)
             now = datetime.now(UTC)
             user_turn, reply_turn = store.add_turns(
                 conn,
@@ -241,7 +241,7 @@ class Recorder:
                 reply_turn.id,
                 reply_turn.created_at,
                 new_conversation=ctx.conversation is None,
-                new_user=new_user,
+                new_user=not ctx.user.id,
             )
 
         drafted = await self.db.write(write)

@@ -30,7 +30,7 @@ with the error when the model broke off — so what the user saw is on record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 
@@ -73,6 +73,7 @@ from concierge.models.base import Model, TokenCount
 from concierge.models.registry import ModelRegistry
 from concierge.store import Database
 
+log = logging.getLogger(__name__)
 HANDOFF_NOTICE = "I have passed your conversation to a member of our team; they will reply here."
 EMPTY_REPLY = (
     "Sorry, I could not find an answer to that. You can rephrase the question or ask for a person."
@@ -198,8 +199,11 @@ class Runtime:
             generation = await self.prepare(ctx, inbound, text, progress, route, timings)
             draft = await opening
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.records.discard_draft(await opening)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.records.discard_draft(await opening)
+                except Exception:  # the original failure is the one to raise
+                    log.exception("the draft of a failed reply could not be taken back")
             raise
         async for event in self.respond(generation, draft, verdict, started):
             yield event

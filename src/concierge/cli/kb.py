@@ -55,7 +55,7 @@ def open_knowledge(ctx: Context) -> Iterator[Knowledge]:
     db = Database(settings.resolved_database_url)
     pm = plugin_manager()
     registry = ModelRegistry.from_plugins(pm, settings)
-    knowledge = Knowledge(db, registry, settings, None, Parsers.from_plugins(pm, settings))
+    knowledge = Knowledge(db, registry, settings, parsers=Parsers.from_plugins(pm, settings))
     try:
         migrate.upgrade(db)
         yield knowledge

@@ -47,7 +47,13 @@ class PdfParser(DocumentParser):
         return data.startswith(b"%PDF-")
 
     def parse(self, data: bytes, filename: str | None, limits: ParseLimits) -> ParsedDocument:
-        return _parse_pdf(data, filename)
+        doc = _parse_pdf(data, filename)
+        if not any(b.text.strip() for b in doc.blocks):
+            raise InvalidDocument(
+                f"{display_name(filename)} contains no text (a scanned PDF needs OCR, which "
+                "Concierge does not do)"
+            )
+        return doc
 
 
 class DocxParser(DocumentParser):

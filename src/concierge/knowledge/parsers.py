@@ -110,10 +110,6 @@ class Parsers:
         pm.hook.register_document_parsers(register=found.append, settings=settings)
         return cls(found)
 
-    @property
-    def formats(self) -> list[str]:
-        return list(self.by_format)
-
     def detect_format(
         self, data: bytes, filename: str | None = None, content_type: str | None = None
     ) -> str:
@@ -185,10 +181,7 @@ class Parsers:
         parser = self.by_format[kind]
         doc = _storable(parser.parse(data, filename, ParseLimits(max_expanded_bytes)))
         if not any(b.text.strip() for b in doc.blocks):
-            hint = (
-                " (a scanned PDF needs OCR, which Concierge does not do)" if kind == "pdf" else ""
-            )
-            raise InvalidDocument(f"{display_name(filename)} contains no text{hint}")
+            raise InvalidDocument(f"{display_name(filename)} contains no text")
         return doc
 
     def _supported(self) -> str:

@@ -45,8 +45,9 @@ class Knowledge:
         db: Database,
         registry: ModelRegistry,
         settings: Settings,
-        egress: Egress | None,
+        *,
         parsers: Parsers,
+        egress: Egress | None = None,
     ) -> None:
         """``egress``: the server's outbound sessions (URL fetches); None: one of its own
         under the settings' policy, closed with this object. ``parsers``: the document formats
