@@ -42,6 +42,11 @@ OWNERS = {
     "reports": "concierge.governance.moderation",
     "legal_holds": "concierge.compliance.retention",
     "scheduled_jobs": "concierge.compliance.retention",
+    "channels": "concierge.channels",
+    "channel_threads": "concierge.channels",
+    "channel_events": "concierge.channels",
+    "channel_outbox": "concierge.channels",
+    "channel_media": "concierge.channels",
     "metadata": "concierge.store",  # the migrations' view of every table
 }
 

@@ -22,6 +22,7 @@ from concierge import __version__, keys
 from concierge.assistants.drafts import Recovery
 from concierge.assistants.runtime import Runtime
 from concierge.assistants.toolbox import Toolbox
+from concierge.channels.service import Channels
 from concierge.compliance.retention import Scheduler
 from concierge.config import Settings
 from concierge.egress import Egress, EgressPolicy, Transport
@@ -102,6 +103,7 @@ class Concierge:
             self.egress,
             Toolbox.from_plugins(self.pm, settings),
         )
+        self.channels = Channels(self.db, settings, self.pm, self.runtime, self.egress)
         self.widget_signer = VisitorSigner()
         self.widget_keys = WidgetKeys(settings.key_cache_seconds)
         self._warmups: list[asyncio.Future[Any]] = []
@@ -124,6 +126,7 @@ class Concierge:
         await self.ledger.start()
         self.retention.start()
         self.recovery.start()  # replies a stopped process left half-written: interrupted
+        self.channels.start()  # inbound events and the outbox, left by any process, resume
         resumed = await self.knowledge.resume()
         if resumed:
             log.info("resuming ingestion in %d knowledge base(s)", resumed)
@@ -148,6 +151,7 @@ class Concierge:
                     log.exception("a plugin's shutdown failed")
         await self.retention.stop()
         await self.recovery.stop()
+        await self.channels.close()
         await self.knowledge.close()
         await self.egress.close()
         for warmup in self._warmups:

@@ -31,7 +31,7 @@ from pydantic import (
 from concierge.errors import ConfigError
 
 ENV_PREFIX = "CONCIERGE_"
-SECRET_SETTINGS = frozenset({"admin_key"})
+SECRET_SETTINGS = frozenset({"admin_key", "secret_keys"})
 URL_SETTINGS = frozenset({"database_url", "redis_url"})
 
 
@@ -292,6 +292,51 @@ class Settings(BaseModel):
         "acme/acme-support",
         pattern=r"^[a-z0-9][a-z0-9-]{0,63}/[^/]{1,200}$",
         description="ORG/ASSISTANT whose chat widget the page at / shows; empty: none.",
+    )
+
+    secret_keys: str | None = Field(
+        None,
+        description="Fernet keys that encrypt stored secrets (channel tokens), comma-separated: "
+        "the first encrypts, all decrypt. Default: a key file made under data_dir. Replicas "
+        "must share it.",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The server's address as platforms reach it (https://concierge.example.com),"
+        " for channels' webhook URLs; default: the address a request came to.",
+    )
+    channel_workers: int = Field(
+        8, ge=1, le=256, description="Conversations one process answers on channels at once."
+    )
+    channel_poll_seconds: float = Field(
+        0.5,
+        ge=0.01,
+        le=60,
+        description="How often a process looks for channel work other replicas queued.",
+    )
+    channel_lease_seconds: float = Field(
+        60.0,
+        ge=2,
+        le=3600,
+        description="How long a worker's hold on a customer's thread lasts unless renewed (a "
+        "process that dies frees its threads after this).",
+    )
+    channel_max_attempts: int = Field(
+        5, ge=1, le=100, description="Tries at processing one inbound event before it fails."
+    )
+    outbox_max_attempts: int = Field(
+        10, ge=1, le=100, description="Tries at sending one message before it fails."
+    )
+    outbox_in_doubt_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="How long a message whose send was cut short waits for the platform's "
+        "status callback before it is sent again (WhatsApp) or marked unknown (others).",
+    )
+    channel_max_media_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest media file downloaded from a platform."
     )
 
     @field_validator("egress_allowed_networks")

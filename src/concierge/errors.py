@@ -13,6 +13,7 @@ client: an unexpected exception becomes a 500 with a generic message and is logg
     │       ├── UnsupportedDocumentType 415  invalid_request_error / unsupported_document_type
     │       └── DocumentTooLarge        413  invalid_request_error / document_too_large
     ├── AuthenticationFailed            401  authentication_error / invalid_api_key
+    │   └── SignatureInvalid            401  authentication_error / invalid_signature (webhooks)
     ├── PermissionDenied                403  permission_error
     ├── NotFound                        404  not_found_error
     │   └── ModelNotFound               404  not_found_error / model_not_found
@@ -96,6 +97,12 @@ class AuthenticationFailed(ConciergeError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class SignatureInvalid(AuthenticationFailed):
+    """A webhook whose signature (or secret token) is missing or does not match."""
+
+    code = "invalid_signature"
 
 
 class PermissionDenied(ConciergeError):

@@ -12,8 +12,8 @@ receive a ``register`` callback (or the object to extend) and never touch global
     def register_models(register, settings):
         register(MyModel())
 
-Later capabilities add their hooks here the same way (``register_channels``,
-``register_recommenders``, ``register_graders``). docs/plugins.md documents every hook; a test
+Later capabilities add their hooks here the same way (``register_recommenders``,
+``register_graders``). docs/plugins.md documents every hook; a test
 keeps it complete.
 """
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     from concierge.app import Concierge
     from concierge.assistants.toolbox import Tool
+    from concierge.channels.base import ChannelType
+    from concierge.channels.media import MediaReader
     from concierge.config import Settings
     from concierge.gateway.routes import Routes
     from concierge.governance.moderation import Classifier
@@ -74,6 +76,16 @@ def register_document_parsers(
     register: Callable[[DocumentParser], None], settings: Settings
 ) -> None:
     """Register parsers that turn a document format into text blocks for knowledge bases."""
+
+
+@hookspec
+def register_channels(register: Callable[[ChannelType], None], settings: Settings) -> None:
+    """Register messaging channel types (a platform's webhooks and send API) with ``register``."""
+
+
+@hookspec
+def register_media_readers(register: Callable[[MediaReader], None], settings: Settings) -> None:
+    """Register readers that turn a customer's voice note, image or file into text."""
 
 
 @hookspec

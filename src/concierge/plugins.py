@@ -16,6 +16,7 @@ DEFAULT_PLUGINS = (
     "concierge.default_plugins.recognizers",
     "concierge.default_plugins.tools",
     "concierge.default_plugins.parsers",
+    "concierge.default_plugins.channels",
     "concierge.default_plugins.routes",
     "concierge.default_plugins.commands",
 )

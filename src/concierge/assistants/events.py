@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from sqlalchemy import Connection
 
 from concierge.assistants.prompt import HistoryTurn, Passage
 from concierge.conversations.records import ToolRecord, Turn, TurnStatus
@@ -12,6 +15,28 @@ from concierge.conversations.store import Conversation
 from concierge.governance.labels import new_produce_id
 from concierge.governance.moderation import ModerationHit
 from concierge.models.base import TokenCount, total
+
+
+class Stage(StrEnum):
+    DRAFT = "draft"  # the user's turn and the reply's draft are stored; the model starts
+    FINAL = "final"  # the reply is stored as it ends (complete, or failed after some text)
+    WAITING = "waiting"  # a person has the conversation: the message is stored, no reply
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the pipeline has just written, for :attr:`Inbound.on_record`."""
+
+    stage: Stage
+    conversation: Conversation
+    user_turn: Turn
+    reply: Turn | None
+    delivered: str = ""  # the reply as the user receives it (it may be stored masked)
+
+
+# Called inside the transaction that stores each stage, so that what a caller writes with it
+# (a channel's outbox, its queue's bookkeeping) commits or rolls back with the turns.
+OnRecord = Callable[[Connection, Recorded], None]
 
 
 @dataclass(frozen=True)
@@ -28,6 +53,7 @@ class Inbound:
     history: Sequence[HistoryTurn] | None = None  # the caller's own history (OpenAI door)
     priority_key: str | None = None  # who waits in the model's fair queue
     language: str | None = None  # the user's languages (Accept-Language), for notices
+    on_record: OnRecord | None = None  # written with each stage's turns (messaging channels)
 
 
 @dataclass(frozen=True)

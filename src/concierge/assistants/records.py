@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 
 from concierge.assistants.context import TurnContext
 from concierge.assistants.drafts import Draft, Drafted
-from concierge.assistants.events import Completed, Inbound, Progress
+from concierge.assistants.events import Completed, Inbound, Progress, Recorded, Stage
 from concierge.assistants.prompt import Passage
 from concierge.assistants.toolbox import elapsed_ms
 from concierge.config import Settings
@@ -162,6 +162,10 @@ class Recorder:
                         actor="system:moderation",
                         details=hit.to_dict(),
                     )
+            if inbound.on_record is not None:
+                inbound.on_record(
+                    conn, Recorded(Stage.FINAL, conversation, user_turn, reply_turn, delivered)
+                )
             return conversation, user_turn, reply_turn
 
         conversation, user_turn, reply_turn = await self.db.write(write)
@@ -234,6 +238,8 @@ class Recorder:
                     ),
                 ],
             )
+            if inbound.on_record is not None:
+                inbound.on_record(conn, Recorded(Stage.DRAFT, conversation, user_turn, None))
             return Drafted(
                 user,
                 conversation,
@@ -270,12 +276,14 @@ class Recorder:
                 )
             )
 
-    async def store_waiting(self, ctx: TurnContext, text: str) -> tuple[Conversation, Turn]:
+    async def store_waiting(
+        self, ctx: TurnContext, inbound: Inbound, text: str
+    ) -> tuple[Conversation, Turn]:
         """A message for a conversation a person has: stored, no reply."""
-        return await self.db.write(lambda conn: self._store_waiting(conn, ctx, text))
+        return await self.db.write(lambda conn: self._store_waiting(conn, ctx, inbound, text))
 
     def _store_waiting(
-        self, conn: Connection, ctx: TurnContext, text: str
+        self, conn: Connection, ctx: TurnContext, inbound: Inbound, text: str
     ) -> tuple[Conversation, Turn]:
         assert ctx.conversation is not None
         stored, found = self.for_storage(text, ctx.policy)
@@ -286,4 +294,7 @@ class Recorder:
             stored,
             governance=TurnGovernance(pii=found) if found else None,
         )
-        return store.get(conn, ctx.conversation.org_id, ctx.conversation.id), turn
+        conversation = store.get(conn, ctx.conversation.org_id, ctx.conversation.id)
+        if inbound.on_record is not None:
+            inbound.on_record(conn, Recorded(Stage.WAITING, conversation, turn, None))
+        return conversation, turn

@@ -176,7 +176,7 @@ class Runtime:
         timings["load_ms"] = elapsed_ms(started)
         if ctx.conversation is not None and ctx.conversation.status != ConversationStatus.ASSISTANT:
             # A person has the conversation: the message waits for them, the model stays out.
-            conversation, turn = await self.records.store_waiting(ctx, text)
+            conversation, turn = await self.records.store_waiting(ctx, inbound, text)
             timings["total_ms"] = elapsed_ms(started)
             yield Completed(conversation, turn, None, [], timings)
             return
@@ -207,6 +207,31 @@ class Runtime:
             raise
         async for event in self.respond(generation, draft, verdict, started):
             yield event
+
+    async def platform_reply(
+        self, inbound: Inbound, answer: str, *, handoff: str | None = None
+    ) -> Completed:
+        """Answer ``inbound`` with the platform's own ``answer``, no model involved: when the
+        model is down (an apology, and ``handoff`` puts the conversation in the human queue),
+        or for a message the assistant cannot read (a voice note). Stored like any reply, with
+        the AI disclosure when it is the first, and the caller's ``on_record`` called."""
+        started = time.perf_counter()
+        text = inbound.text.strip()
+        if not text:
+            raise InvalidRequest("the message is empty", param="content")
+        ctx = await self.db.read(lambda conn: load_context(conn, inbound, self.governance.policies))
+        if ctx.conversation is not None and ctx.conversation.status != ConversationStatus.ASSISTANT:
+            conversation, turn = await self.records.store_waiting(ctx, inbound, text)
+            return Completed(conversation, turn, None, [], {"total_ms": elapsed_ms(started)})
+        progress = Progress()
+        progress.prefix, progress.suffix = notices(ctx.policy, ctx.disclosed, inbound.language)
+        progress.text = [answer]
+        if handoff is not None:
+            progress.handoff = handoff
+            progress.tool_records.append(
+                ToolRecord("handoff_to_human", {"reason": handoff}, by="platform")
+            )
+        return await self.records.save(ctx, inbound, text, progress, {}, started, moderation.PASS)
 
     async def check_input(self, ctx: TurnContext, text: str, timings: dict[str, float]) -> Verdict:
         """Policy (in): the user's message against the moderation policy."""

@@ -451,3 +451,32 @@ def withdraw(conn: Connection, turn: Turn, notice: str, why: dict[str, Any]) -> 
         .values(content=notice, citations=[], governance=governance_json(record))
     )
     return dataclasses.replace(turn, content=notice, citations=[], governance=record)
+
+
+def take_back(conn: Connection, org_id: int, user_turn_id: int) -> bool:
+    """Remove an exchange that was never delivered: a user's turn and the unfinished draft of
+    its reply (``generating`` or ``interrupted``), as when the process writing the reply
+    stopped and the message is to be answered again. False when the reply was finished (it
+    stays: it may have been delivered)."""
+    row = conn.execute(
+        select(turns.c.conversation_id).where(
+            turns.c.id == user_turn_id, turns.c.org_id == org_id, turns.c.role == "user"
+        )
+    ).one_or_none()
+    if row is None:
+        return True  # already gone
+    reply = conn.execute(
+        select(turns.c.id, turns.c.status)
+        .where(
+            turns.c.conversation_id == row.conversation_id,
+            turns.c.id > user_turn_id,
+            turns.c.role == "assistant",
+        )
+        .order_by(turns.c.id)
+        .limit(1)
+    ).one_or_none()
+    if reply is not None and reply.status not in (TurnStatus.GENERATING, TurnStatus.INTERRUPTED):
+        return False
+    taken = [user_turn_id] + ([reply.id] if reply is not None else [])
+    conn.execute(delete(turns).where(turns.c.id.in_(taken)))
+    return True

@@ -20,6 +20,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
     from concierge.gateway import (
         admin,
         assistants,
+        channels,
         complaints,
         conversations,
         files,
@@ -38,6 +39,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
     routes.include(vector_stores.router)
     routes.include(assistants.router, body_models=assistants.BODY_MODELS)
     routes.include(conversations.router, body_models=conversations.BODY_MODELS)
+    routes.include(channels.router, body_models=channels.BODY_MODELS)
     routes.include(complaints.router, body_models=complaints.BODY_MODELS)
     routes.include(governance.router, body_models=governance.BODY_MODELS)
     routes.include(governance.admin)

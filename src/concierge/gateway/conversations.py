@@ -26,12 +26,14 @@ from concierge.assistants.events import (
     ReplyEvent,
     ToolUsed,
 )
+from concierge.channels import media as channel_media
+from concierge.channels import outbox
 from concierge.compliance import exports
 from concierge.conversations import memory as memories
 from concierge.conversations import store
 from concierge.conversations.records import ConversationStatus, Turn
 from concierge.conversations.store import Conversation, EndUser
-from concierge.errors import ConciergeError, Conflict, NotFound
+from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.gateway.auth import (
     InboxKey,
     InferenceKey,
@@ -238,12 +240,20 @@ async def list_turns(
         return store.list_turns(conn, found, after=after, limit=limit)
 
     rows, more = await concierge(request).db.read(read)
+    ids = [t.id for t in rows]
+    sent, files = await concierge(request).db.read(
+        lambda conn: (outbox.for_turns(conn, ids), channel_media.of_turns(conn, key.org_id, ids))
+    )
     governance = concierge(request).governance
     page = _page(rows, more)
     for item, turn in zip(page["data"], rows, strict=True):
         made = governance.label(turn.content, turn.label_id, turn.producer)
         if made is not None:
             item["aigc"] = made
+        if turn.id in sent:  # how the turn went out on a messaging channel
+            item["delivery"] = [m.to_dict() for m in sent[turn.id]]
+        if turn.id in files:  # what the customer sent with it
+            item["media"] = [m.to_dict() for m in files[turn.id]]
     return JSON(page)
 
 
@@ -303,15 +313,30 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
     key = await inbox_key(request)
     body = await parse(request, HumanMessageIn)
 
+    channels = concierge(request).channels
+
     def write(conn: Connection) -> Turn:
         found = store.get(conn, key.org_id, conversation)
+        carrier = channels.carrier(conn, found.id)
+        content, template = (body.content or "").strip(), None
+        if body.template is not None:
+            if carrier is None:
+                raise InvalidRequest(
+                    "templates are sent on messaging channels; this conversation is not on one",
+                    param="template",
+                )
+            template, content = carrier.kind.template(
+                carrier.channel.config, body.template.name, body.template.variables
+            )
         if found.status != ConversationStatus.HUMAN:
             found = store.set_status(conn, found, ConversationStatus.HUMAN)
-        return store.add_turn(
-            conn, found, "human", body.content.strip(), author=body.author or key.name
-        )
+        turn = store.add_turn(conn, found, "human", content, author=body.author or key.name)
+        if carrier is not None:  # out through the channel's outbox, in this transaction
+            channels.queue_human_reply(conn, carrier, turn.id, content, template)
+        return turn
 
     turn = await concierge(request).db.write(write)
+    channels.dispatcher.wake()
     return JSON(turn.to_dict(), status_code=201)
 
 

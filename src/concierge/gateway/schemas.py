@@ -381,11 +381,26 @@ class MessageIn(Strict):
     stream: bool = False
 
 
-class HumanMessageIn(Strict):
-    """A human operator's reply; the conversation stays with people until handed back."""
+class TemplateIn(Strict):
+    """An approved message template of the conversation's channel, with its variables."""
 
-    content: MessageText
+    name: Annotated[str, Field(min_length=1, max_length=512)]
+    variables: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=20)] = []
+
+
+class HumanMessageIn(Strict):
+    """A human operator's reply; the conversation stays with people until handed back. On a
+    messaging channel whose window has closed, send ``template`` instead of ``content``."""
+
+    content: MessageText | None = None
+    template: TemplateIn | None = None
     author: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> HumanMessageIn:
+        if (self.content is None) == (self.template is None):
+            raise ValueError("send either 'content' or 'template'")
+        return self
 
 
 class HandoffIn(Strict):

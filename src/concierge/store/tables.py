@@ -6,7 +6,8 @@ usage_records -> ``concierge.metering.ledger``; knowledge_bases, documents, chun
 ingestion_jobs and files -> ``concierge.knowledge``; assistants and assistant_versions ->
 ``concierge.assistants``; end_users, conversations, turns and memories ->
 ``concierge.conversations``; audit_log, audit_head, org_policies, consents, reports,
-legal_holds and scheduled_jobs -> ``concierge.governance``.
+legal_holds and scheduled_jobs -> ``concierge.governance``; channels, channel_threads,
+channel_events, channel_outbox and channel_media -> ``concierge.channels``.
 """
 
 from __future__ import annotations
@@ -444,4 +445,119 @@ scheduled_jobs = Table(
     Column("last_run_at", DateTime(timezone=True), nullable=True),
     Column("last_status", String(20), nullable=True),
     Column("last_result", JSON, nullable=True),
+)
+
+
+# -- channels --------------------------------------------------------------------------------
+
+# A messaging channel (a WhatsApp number, a Facebook page, an Instagram account, a Telegram
+# bot) connected to one assistant. ``secrets`` is a Fernet token (concierge.secretbox).
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "assistant_id", Integer, ForeignKey("assistants.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("type", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("secrets", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # active | disabled
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_channels_org_id", "org_id"),
+)
+
+# One per end user of a channel: their current conversation, the customer-service window, and
+# the leases that keep one worker at a time on their inbound events and on their outbox.
+channel_threads = Table(
+    "channel_threads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel_id", String(32), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Integer, nullable=False),
+    Column("sender", String(256), nullable=False),
+    Column("conversation_id", BigInteger, nullable=True),
+    Column("last_inbound_at", DateTime(timezone=True), nullable=True),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("locked_by", String(64), nullable=True),
+    Column("send_locked_until", DateTime(timezone=True), nullable=True),
+    Column("send_locked_by", String(64), nullable=True),
+    UniqueConstraint("channel_id", "sender", name="uq_channel_threads_channel_id_sender"),
+    Index("ix_channel_threads_conversation_id", "conversation_id"),
+)
+
+# The durable inbound queue: every event a platform delivered, stored before it is
+# acknowledged, processed at least once, deduplicated on the platform's id.
+channel_events = Table(
+    "channel_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel_id", String(32), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Integer, nullable=False),
+    Column("thread_id", BigInteger, nullable=True),
+    Column("key", String(160), nullable=False),  # wamid, mid, update_id
+    Column("kind", String(20), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | done | failed | ignored
+    Column("attempts", Integer, nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("turn_id", BigInteger, nullable=True),  # the user's turn it made
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("channel_id", "key", name="uq_channel_events_channel_id_key"),
+    Index("ix_channel_events_status_available_at", "status", "available_at"),
+    Index("ix_channel_events_thread_id", "thread_id"),
+)
+
+# The durable outbox: every message to send, sent in order per thread, retried with backoff.
+channel_outbox = Table(
+    "channel_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel_id", String(32), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Integer, nullable=False),
+    Column("thread_id", BigInteger, nullable=False),
+    Column("conversation_id", BigInteger, nullable=True),
+    Column("turn_id", BigInteger, nullable=True),
+    Column("dedupe", String(80), nullable=False),  # turn:<id>:<part>, ...: enqueued once
+    Column("payload", JSON, nullable=False),
+    # pending | sending | sent | delivered | read | failed | unknown
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("platform_id", String(160), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("channel_id", "dedupe", name="uq_channel_outbox_channel_id_dedupe"),
+    Index("ix_channel_outbox_status_available_at", "status", "available_at"),
+    Index("ix_channel_outbox_thread_id", "thread_id"),
+    Index("ix_channel_outbox_turn_id", "turn_id"),
+    Index("ix_channel_outbox_platform_id", "platform_id"),
+)
+
+# Images, voice notes, videos and documents customers sent, downloaded from the platform.
+channel_media = Table(
+    "channel_media",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, nullable=False),
+    Column("channel_id", String(32), ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    Column("thread_id", BigInteger, nullable=False),
+    Column("turn_id", BigInteger, nullable=True),
+    Column("kind", String(20), nullable=False),
+    Column("mime_type", String(200), nullable=True),
+    Column("filename", String(300), nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_channel_media_thread_id", "thread_id"),
+    Index("ix_channel_media_turn_id", "turn_id"),
 )

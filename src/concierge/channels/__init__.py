@@ -1,0 +1,1 @@
+"""Messaging channels: adapters per platform, the durable inbound queue and the outbox."""

@@ -1,0 +1,530 @@
+"""The workers every server process runs for its channels: inbound events through the reply
+pipeline, status callbacks onto the outbox, and the outbox out to the platforms.
+
+Each loop wakes when this process queued work (a webhook, a person's reply) and otherwise
+polls every ``channel_poll_seconds`` for work other replicas queued. Work on one customer's
+thread is held by a lease (:mod:`concierge.channels.queue`), renewed while it lasts, so any
+number of processes share the queue and a process killed at any point leaves its threads to
+the others once the lease lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from concierge.assistants.events import Completed, Inbound, Recorded, Stage
+from concierge.background import stop
+from concierge.channels import media as media_store
+from concierge.channels import outbox, queue
+from concierge.channels.base import Choice, Event, EventKind, SendFailed
+from concierge.channels.compose import compose
+from concierge.channels.outbox import OutboxRow, OutboxStatus
+from concierge.channels.queue import EventStatus, QueuedEvent, Thread
+from concierge.channels.store import Channel, ChannelStatus
+from concierge.conversations import store as conversations
+from concierge.errors import ConciergeError, InvalidRequest, NotFound, RateLimited
+
+if TYPE_CHECKING:
+    from concierge.channels.service import Channels
+
+log = logging.getLogger(__name__)
+
+HUMAN_CHOICE = "cc:human"
+ASK_FOR_HUMAN = "I would like to talk to a person."
+TALK_TO_PERSON = Choice(id=HUMAN_CHOICE, title="Talk to a person")
+APOLOGY = (
+    "Sorry, I cannot answer right now. I have passed your message to a member of our team; "
+    "they will reply here."
+)
+CANNOT_READ = {
+    "voice": "Sorry, I cannot listen to voice messages yet. Please type your question, or ask "
+    "for a person.",
+    "audio": "Sorry, I cannot listen to audio yet. Please type your question, or ask for a person.",
+    "image": "Thank you, I have kept your picture for our team, but I cannot see images yet. "
+    "Please describe what you need, or ask for a person.",
+}
+CANNOT_READ_OTHER = (
+    "Thank you, I have kept your file for our team, but I cannot open it myself. Please tell me "
+    "what you need in a message, or ask for a person."
+)
+# Model failures that a later try may not fix: the customer gets the apology at once.
+MODEL_DOWN = ("service_unavailable", "upstream_error", "not_found_error")
+
+
+def worker_name() -> str:
+    return f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class Loop:
+    """One background loop: runs ``step`` when woken or every ``interval`` seconds."""
+
+    name: str
+    step: Callable[[], Awaitable[bool]]  # True: more work may be waiting right now
+    interval: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"channels-{self.name}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                more = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("channel %s loop failed; retrying", self.name)
+                more = False
+            if more:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.interval)
+            self.wake.clear()
+
+
+class Dispatcher:
+    def __init__(self, service: Channels) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.db = service.db
+        self.name = worker_name()
+        interval = self.settings.channel_poll_seconds
+        self.inbound = Loop("inbound", self._inbound_step, interval)
+        self.statuses = Loop("statuses", self._status_step, interval)
+        self.outbound = Loop("outbound", self._outbound_step, interval)
+        self._slots = asyncio.Semaphore(self.settings.channel_workers)
+        self._send_slots = asyncio.Semaphore(64)
+        self._busy: set[int] = set()  # threads this process works on
+        self._sending: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        for loop in (self.inbound, self.statuses, self.outbound):
+            loop.start()
+
+    async def close(self) -> None:
+        for loop in (self.inbound, self.statuses, self.outbound):
+            await stop(loop.task)
+        for task in list(self._tasks):
+            await stop(task)
+
+    def wake(self) -> None:
+        for loop in (self.inbound, self.statuses, self.outbound):
+            loop.wake.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def _lease(self, thread_id: int, *, send: bool) -> bool:
+        seconds = self.settings.channel_lease_seconds
+        return await self.db.write(
+            lambda conn: queue.lease(conn, thread_id, self.name, seconds, send=send)
+        )
+
+    async def _keep(self, thread_id: int, *, send: bool) -> None:
+        """Renew a lease until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.channel_lease_seconds / 3)
+            if not await self._lease(thread_id, send=send):
+                log.warning("lost the lease on channel thread %d", thread_id)
+
+    async def _release(self, thread_id: int, *, send: bool) -> None:
+        await self.db.write(lambda conn: queue.release(conn, thread_id, self.name, send=send))
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def _inbound_step(self) -> bool:
+        free = self.settings.channel_workers - len(self._busy)
+        if free <= 0:
+            return False
+        ready = await self.db.read(lambda conn: queue.ready_threads(conn, free * 2))
+        started = 0
+        for thread_id in ready:
+            if thread_id in self._busy or len(self._busy) >= self.settings.channel_workers:
+                continue
+            if not await self._lease(thread_id, send=False):
+                continue
+            self._busy.add(thread_id)
+            self._spawn(self._work_thread(thread_id))
+            started += 1
+        return False
+
+    async def _work_thread(self, thread_id: int) -> None:
+        keeper = asyncio.create_task(self._keep(thread_id, send=False))
+        try:
+            async with self._slots:
+                while True:
+                    found = await self.db.write(lambda conn: self._next(conn, thread_id))
+                    if found is None:
+                        break
+                    await self._handle(*found)
+        except Exception:
+            log.exception("channel thread %d failed", thread_id)
+        finally:
+            await stop(keeper)
+            self._busy.discard(thread_id)
+            with contextlib.suppress(Exception):
+                await self._release(thread_id, send=False)
+            self.inbound.wake.set()  # a thread that has more waiting is taken up again
+
+    def _next(self, conn: Connection, thread_id: int) -> tuple[Thread, QueuedEvent] | None:
+        """The thread's next event; what an earlier attempt at it left half-done (the draft of
+        a reply never delivered) is taken back first."""
+        queued = queue.next_event(conn, thread_id)
+        if queued is None:
+            return None
+        thread = queue.get_thread(conn, thread_id)
+        if queued.turn_id is not None and queued.attempts > 1:
+            conversations.take_back(conn, thread.org_id, queued.turn_id)
+        return thread, queued
+
+    async def _handle(self, thread: Thread, queued: QueuedEvent) -> None:
+        service = self.service
+        try:
+            channel = await self.db.read(
+                lambda conn: service.channel_by_id(conn, thread.channel_id)
+            )
+        except NotFound:
+            return
+        if channel.status != ChannelStatus.ACTIVE or queued.event.kind != EventKind.MESSAGE:
+            why = "the channel is disabled" if channel.status != ChannelStatus.ACTIVE else None
+            await self.db.write(
+                lambda conn: queue.finish(conn, queued.id, EventStatus.IGNORED, error=why)
+            )
+            return
+        if queued.attempts > self.settings.channel_max_attempts:
+            await self._give_up(channel, thread, queued, queued.error or "too many attempts")
+            return
+        typing = asyncio.create_task(self._typing(channel, thread, queued.event))
+        try:
+            await self._answer(channel, thread, queued)
+        except ConciergeError as exc:
+            if isinstance(exc, RateLimited):  # the model's queue is full: try again shortly
+                await self._retry(queued, exc.message, exc.retry_after)
+            elif exc.type in MODEL_DOWN:
+                await self._give_up(channel, thread, queued, exc.message)
+            else:
+                error = exc.message
+                await self.db.write(
+                    lambda conn: queue.finish(conn, queued.id, EventStatus.FAILED, error=error)
+                )
+        except Exception as exc:
+            log.exception("channel event %d failed", queued.id)
+            await self._retry(queued, f"internal error ({type(exc).__name__})", None)
+        finally:
+            await stop(typing)
+        self.outbound.wake.set()
+
+    async def _retry(self, queued: QueuedEvent, error: str, after: float | None) -> None:
+        delay = after or outbox.backoff(queued.attempts)
+        await self.db.write(lambda conn: queue.retry_later(conn, queued.id, delay, error))
+
+    async def _typing(self, channel: Channel, thread: Thread, event: Event) -> None:
+        """Read receipt, then the typing indicator refreshed while the reply is written."""
+        kind, http = self.service.types.get(channel.type), self.service.http()
+        try:
+            await kind.mark_read(http, channel.config, thread.sender, event)
+            if not kind.typing_seconds:
+                return
+            while True:
+                await kind.typing(http, channel.config, thread.sender, event)
+                await asyncio.sleep(kind.typing_seconds)
+        except SendFailed as exc:
+            log.info("typing indicator on channel %s: %s", channel.id, exc.message)
+
+    async def _answer(self, channel: Channel, thread: Thread, queued: QueuedEvent) -> None:
+        event = queued.event
+        text, extra, unreadable, media_ids = await self._content(channel, thread, event)
+        if event.choice == HUMAN_CHOICE:
+            text = ASK_FOR_HUMAN
+        inbound = Inbound(
+            org_id=channel.org_id,
+            assistant=channel.assistant_id,
+            channel=channel.type,
+            external_id=thread.sender,
+            text=text,
+            priority_key=f"channel:{channel.id}:{thread.sender}",
+            on_record=self._recorder(channel, thread, queued, media_ids, extra),
+        )
+        runtime = self.service.runtime
+        if unreadable is not None:
+            await runtime.platform_reply(inbound, unreadable)
+            return
+        async for reply_event in runtime.reply(inbound):
+            if isinstance(reply_event, Completed):
+                return
+
+    async def _content(
+        self, channel: Channel, thread: Thread, event: Event
+    ) -> tuple[str, tuple[Choice, ...], str | None, list[int]]:
+        """The message's text for the assistant, choices to add to the reply, the platform's
+        answer when the assistant cannot read it, and the media stored."""
+        text = event.text.strip()
+        if event.location is not None and not text:
+            where = event.location
+            label = where.get("name") or where.get("address") or ""
+            text = f"[location: {where.get('latitude')}, {where.get('longitude')} {label}]".strip()
+        if event.media is None:
+            return text, (), None, []
+        media = event.media
+        kind, http = self.service.types.get(channel.type), self.service.http()
+        limit = self.settings.channel_max_media_bytes
+        data, mime = await kind.fetch_media(http, channel.config, media, limit)
+        media_id = await self.db.write(
+            lambda conn: media_store.save(
+                conn,
+                org_id=channel.org_id,
+                channel_id=channel.id,
+                thread_id=thread.id,
+                kind=media.kind,
+                data=data,
+                mime_type=mime or media.mime_type,
+                filename=media.filename,
+            )
+        )
+        label = f"[{media.kind}{': ' + media.filename if media.filename else ''}]"
+        reader = self.service.reader_for(media.kind)
+        if reader is not None:
+            try:
+                read = (await reader.read(data, mime or media.mime_type)).strip()
+            except Exception:
+                log.exception("media reader %s failed", reader.name)
+                read = ""
+            if read:
+                return f"{label} {read}\n{text}".strip(), (), None, [media_id]
+        if text:  # a caption: answered as the message, the file kept for people
+            return f"{label} {text}", (), None, [media_id]
+        notice = CANNOT_READ.get(media.kind, CANNOT_READ_OTHER)
+        return label, (TALK_TO_PERSON,), notice, [media_id]
+
+    def _recorder(
+        self,
+        channel: Channel,
+        thread: Thread,
+        queued: QueuedEvent,
+        media_ids: list[int],
+        extra: tuple[Choice, ...],
+    ) -> Callable[[Connection, Recorded], None]:
+        kind = self.service.types.get(channel.type)
+
+        def on_record(conn: Connection, recorded: Recorded) -> None:
+            if recorded.stage == Stage.DRAFT:
+                queue.note_turn(conn, queued.id, recorded.user_turn.id)
+                return
+            queue.finish(conn, queued.id, EventStatus.DONE, turn_id=recorded.user_turn.id)
+            queue.set_conversation(conn, thread.id, recorded.conversation.id)
+            media_store.attach(conn, media_ids, recorded.user_turn.id)
+            reply = recorded.reply
+            if reply is None or not recorded.delivered.strip():
+                return
+            outbox.enqueue(
+                conn,
+                channel_id=channel.id,
+                org_id=channel.org_id,
+                thread_id=thread.id,
+                conversation_id=recorded.conversation.id,
+                turn_id=reply.id,
+                messages=compose(kind, recorded.delivered, extra),
+                dedupe=f"turn:{reply.id}",
+            )
+
+        return on_record
+
+    async def _give_up(
+        self, channel: Channel, thread: Thread, queued: QueuedEvent, why: str
+    ) -> None:
+        """The model cannot answer: a short apology, the conversation to the human queue, the
+        event marked failed with the reason (all in one transaction)."""
+        text = queued.event.text.strip() or (
+            f"[{queued.event.media.kind}]" if queued.event.media else "[message]"
+        )
+        recorder = self._recorder(channel, thread, queued, [], ())
+
+        def on_record(conn: Connection, recorded: Recorded) -> None:
+            recorder(conn, recorded)
+            queue.finish(conn, queued.id, EventStatus.FAILED, error=why[:500])
+
+        inbound = Inbound(
+            org_id=channel.org_id,
+            assistant=channel.assistant_id,
+            channel=channel.type,
+            external_id=thread.sender,
+            text=text,
+            on_record=on_record,
+        )
+        try:
+            await self.service.runtime.platform_reply(
+                inbound, APOLOGY, handoff=f"the assistant could not answer: {why}"[:300]
+            )
+        except (InvalidRequest, NotFound) as exc:
+            error = exc.message
+            await self.db.write(
+                lambda conn: queue.finish(conn, queued.id, EventStatus.FAILED, error=error)
+            )
+
+    # -- status callbacks ------------------------------------------------------------------
+
+    async def _status_step(self) -> bool:
+        return await self.db.write(self._apply_statuses)
+
+    def _apply_statuses(self, conn: Connection) -> bool:
+        batch = queue.pending_statuses(conn, 200)
+        for queued in batch:
+            event = queued.event
+            matched = outbox.apply_status(
+                conn,
+                queued.channel_id,
+                platform_id=event.ref,
+                tag=event.tag,
+                status=event.status or "",
+                error=event.error,
+            )
+            queue.finish(
+                conn,
+                queued.id,
+                EventStatus.DONE if matched else EventStatus.IGNORED,
+                error=None if matched else "no message of ours matches it",
+            )
+        return len(batch) == 200
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def _outbound_step(self) -> bool:
+        ready = await self.db.read(lambda conn: outbox.ready_threads(conn, 200))
+        for thread_id in ready:
+            if thread_id in self._sending:
+                continue
+            if not await self._lease(thread_id, send=True):
+                continue
+            self._sending.add(thread_id)
+            self._spawn(self._send_thread(thread_id))
+        return False
+
+    async def _send_thread(self, thread_id: int) -> None:
+        keeper = asyncio.create_task(self._keep(thread_id, send=True))
+        try:
+            async with self._send_slots:
+                while await self._send_next(thread_id):
+                    pass
+        except Exception:
+            log.exception("sending on channel thread %d failed", thread_id)
+        finally:
+            await stop(keeper)
+            self._sending.discard(thread_id)
+            with contextlib.suppress(Exception):
+                await self._release(thread_id, send=True)
+
+    async def _send_next(self, thread_id: int) -> bool:
+        """Send the thread's next message: True to go on with the one after it."""
+        service = self.service
+
+        def read(conn: Connection) -> tuple[OutboxRow, Thread, Channel] | None:
+            row = outbox.head(conn, thread_id)
+            if row is None:
+                return None
+            return (
+                row,
+                queue.get_thread(conn, thread_id),
+                service.channel_by_id(conn, row.channel_id),
+            )
+
+        found = await self.db.read(read)
+        if found is None:
+            return False
+        row, thread, channel = found
+        now = datetime.now(UTC)
+        kind = service.types.get(channel.type)
+        if row.status == OutboxStatus.SENDING:  # in doubt: the last try was cut short
+            waited = (now - row.updated_at).total_seconds()
+            if waited < self.settings.outbox_in_doubt_seconds:
+                self.outbound.wake.set()
+                return False  # its status callback may still come
+            if not kind.echoes_tag:
+                await self._fail(
+                    row,
+                    "the server stopped while sending this message; the platform cannot tell "
+                    "whether it arrived, so it is not sent again (resend it if needed)",
+                    "in_doubt",
+                    OutboxStatus.UNKNOWN,
+                )
+                return True
+            # No callback for our tag within the grace period: it never went out.
+        elif row.available_at > now:
+            return False
+        if channel.status != ChannelStatus.ACTIVE:
+            await self._fail(row, "the channel is disabled", "channel_disabled")
+            return True
+        closed = self._window_closed(kind.window, kind.human_window, thread, row, now)
+        if closed is not None:
+            await self._fail(row, closed, "window_closed")
+            return True
+        if row.attempts >= self.settings.outbox_max_attempts:
+            await self._fail(
+                row, f"gave up after {row.attempts} attempts: {row.error}", row.error_code
+            )
+            return True
+        sender = kind.sender_id(channel.config)
+        rate = float(getattr(channel.config, "messages_per_second", kind.default_rate))
+        await service.pacer.wait(sender, rate)
+        await self.db.write(lambda conn: outbox.mark_sending(conn, row.id))
+        try:
+            sent = await kind.send(service.http(), channel.config, thread.sender, row.message)
+        except SendFailed as exc:
+            if exc.permanent:
+                await self._fail(row, exc.message, exc.code or "refused")
+                return True
+            delay = exc.retry_after or outbox.backoff(row.attempts + 1)
+            if exc.rate_limited and exc.retry_after:
+                await service.pacer.hold(sender, exc.retry_after)
+            error, code = exc.message, exc.code
+            await self.db.write(lambda conn: outbox.mark_retry(conn, row.id, delay, error, code))
+            return False
+        await self.db.write(lambda conn: outbox.mark_sent(conn, row.id, sent.platform_id))
+        return True
+
+    @staticmethod
+    def _window_closed(
+        window: timedelta | None,
+        human_window: timedelta | None,
+        thread: Thread,
+        row: OutboxRow,
+        now: datetime,
+    ) -> str | None:
+        """Why the platform would refuse this message now, or None."""
+        if window is None or row.message.template is not None:
+            return None
+        allowed = human_window if row.message.human and human_window else window
+        last = thread.last_inbound_at
+        if last is None or now - last > allowed:
+            hours = int(allowed.total_seconds() // 3600)
+            return (
+                f"the customer's last message was more than {hours} hours ago; the platform "
+                "only takes an approved template now"
+            )
+        return None
+
+    async def _fail(
+        self,
+        row: OutboxRow,
+        error: str,
+        code: str | None,
+        status: OutboxStatus = OutboxStatus.FAILED,
+    ) -> None:
+        await self.db.write(lambda conn: outbox.mark_failed(conn, row.id, error, code, status))
