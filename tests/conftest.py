@@ -36,7 +36,7 @@ from concierge.store import Database, migrate
 from concierge.store.tables import metadata
 
 # The scripted-upstream fixture (``pipeline``), shared by the assistant and governance tests.
-pytest_plugins = ("tests.scripted",)
+pytest_plugins = ("tests.scripted", "tests.peers.telegram_peer")
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "sk-cc-test-admin-0123456789abcdefghij"

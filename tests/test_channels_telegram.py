@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from concierge.store.tables import channel_events, turns
-from tests.peers.telegram_peer import Served, TelegramEmulator, telegram  # noqa: F401
+from tests.peers.telegram_peer import Served, TelegramEmulator
 from tests.scripted import DISCLOSED, Pipeline, says
 
 TOKEN = "123456:ABC-test_token"
@@ -43,7 +43,7 @@ async def connect(pipeline: Pipeline, served: Served, telegram: TelegramEmulator
 async def test_a_bot_answers_a_customer_through_the_emulator(
     pipeline: Pipeline,
     served: Served,
-    telegram: TelegramEmulator,  # noqa: F811
+    telegram: TelegramEmulator,
 ) -> None:
     channel = await connect(pipeline, served, telegram)
     assert channel["webhook_url"] == f"{served.url}/channels/{channel['id']}/webhook"
@@ -58,13 +58,13 @@ async def test_a_bot_answers_a_customer_through_the_emulator(
     stored = await pipeline.app.db.read(
         lambda conn: conn.execute(turns.select().order_by(turns.c.id)).all()
     )
-    assert [(t.role, t.content) for t in stored][0] == ("user", "When do you open?")
+    assert (stored[0].role, stored[0].content) == ("user", "When do you open?")
 
 
 async def test_choices_become_an_inline_keyboard_and_a_press_is_the_answer(
     pipeline: Pipeline,
     served: Served,
-    telegram: TelegramEmulator,  # noqa: F811
+    telegram: TelegramEmulator,
 ) -> None:
     await connect(pipeline, served, telegram)
     answers = iter(["Which size?\n- Small\n- Medium\n- Large", "Medium it is."])
@@ -84,7 +84,7 @@ async def test_choices_become_an_inline_keyboard_and_a_press_is_the_answer(
 async def test_an_update_without_the_secret_token_is_refused(
     pipeline: Pipeline,
     served: Served,
-    telegram: TelegramEmulator,  # noqa: F811
+    telegram: TelegramEmulator,
 ) -> None:
     channel = await connect(pipeline, served, telegram)
     update = {"update_id": 1, "message": {"message_id": 1, "chat": {"id": 1}, "text": "hi"}}

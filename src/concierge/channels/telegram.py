@@ -35,6 +35,8 @@ API = "https://api.telegram.org"
 def chat_id(to: str) -> int | str:
     """A chat id as Telegram gives it: an integer, or a channel's @username."""
     return int(to) if to.lstrip("-").isdigit() else to
+
+
 MEDIA_KINDS = ("voice", "audio", "video", "video_note", "document", "sticker")
 
 
@@ -191,7 +193,8 @@ class Telegram(ChannelType):
         self, http: PlatformHttp, config: ChannelConfig, to: str, event: Event
     ) -> None:
         assert isinstance(config, TelegramConfig)
-        await self._call(http, config, "sendChatAction", {"chat_id": chat_id(to), "action": "typing"})
+        body = {"chat_id": chat_id(to), "action": "typing"}
+        await self._call(http, config, "sendChatAction", body)
 
     async def mark_read(
         self, http: PlatformHttp, config: ChannelConfig, to: str, event: Event
