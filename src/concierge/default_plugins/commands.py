@@ -12,6 +12,7 @@ from concierge.hookspecs import hookimpl
 
 COMMANDS = {
     "audit": "concierge.cli.audit:command",
+    "channels": "concierge.cli.channels:command",
     "chat": "concierge.cli.chat:command",
     "config": "concierge.cli.config:command",
     "db": "concierge.cli.db:command",
@@ -31,8 +32,8 @@ COMMANDS = {
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    """serve, chat, demo, kb, keys, orgs, models, policy, retention, subjects, audit, labels,
-    usage, config and db."""
+    """serve, chat, demo, kb, keys, orgs, models, policy, retention, subjects, channels, audit,
+    labels, usage, config and db."""
     for name, target in COMMANDS.items():
         if isinstance(cli, CommandGroup):
             cli.add_lazy_command(name, target)
