@@ -287,3 +287,86 @@ async def test_a_person_replies_through_the_outbox_within_the_window(
     assert human.status_code == 201, human.text
     sent = await graph.wait_sent(2)
     assert sent[1]["text"]["body"] == "Hello, this is Ana from support."
+
+
+async def test_export_and_erasure_cover_the_phone_number_its_messages_and_files(
+    pipeline: Pipeline, graph: FakeGraph
+) -> None:
+    channel = await connect(pipeline, graph)
+    graph.media["media-1"] = (b"\x89PNG fake image", "image/png")
+    photo = {
+        "from": CUSTOMER,
+        "id": "wamid.PHOTO1",
+        "timestamp": "1700000000",
+        "type": "image",
+        "image": {"id": "media-1", "mime_type": "image/png", "sha256": "x"},
+    }
+    await post(pipeline, channel, whatsapp_webhook(messages=[photo]))
+    sent = await graph.wait_sent(1)
+    assert "cannot see images" in sent[0]["interactive"]["body"]["text"]
+    assert sent[0]["interactive"]["action"]["buttons"][0]["reply"]["title"] == "Talk to a person"
+    listed = (await pipeline.client.get("/v1/conversations")).json()["data"]
+    turns_page = await pipeline.client.get(f"/v1/conversations/{listed[0]['id']}/turns")
+    [media] = turns_page.json()["data"][0]["media"]
+    assert media["kind"] == "image" and media["bytes"] == len(b"\x89PNG fake image")
+    content = await pipeline.client.get(f"/v1/channel_media/{media['id']}/content")
+    assert content.content == b"\x89PNG fake image"
+    assert content.headers["content-disposition"] == "attachment"
+
+    exported = await pipeline.client.post(
+        "/api/orgs/default/subjects/export", json={"subject": CUSTOMER}
+    )
+    assert exported.status_code == 200, exported.text
+    [identity] = exported.json()["identities"]
+    [carried] = identity["channels"]
+    assert carried["identity"] == CUSTOMER and carried["channel_type"] == "whatsapp"
+    assert carried["events"][0]["key"] == "wamid.PHOTO1"
+    assert carried["media"][0]["sha256"] == media["sha256"]
+    assert len(carried["messages"]) == 1
+
+    erased = await pipeline.client.post(
+        "/api/orgs/default/subjects/erase", json={"subject": CUSTOMER}
+    )
+    assert erased.status_code == 200, erased.text
+    removed = erased.json()["removed"]
+    assert removed["channel_identities"] == 1
+    assert removed["channel_events"] == 1 and removed["channel_media"] == 1
+    assert removed["channel_messages"] == 1
+    from concierge.store.tables import channel_media, channel_threads
+
+    for table in (channel_events, channel_outbox, channel_media, channel_threads, turns):
+        assert await pipeline.count(table) == 0
+
+
+async def test_retention_purges_channel_records_with_the_conversation(
+    pipeline: Pipeline, graph: FakeGraph
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from concierge.store.tables import channel_threads
+
+    channel = await connect(pipeline, graph)
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
+    await graph.wait_sent(1)
+
+    async def settled() -> bool:
+        return (await rows(pipeline, channel_outbox))[0].status == "sent"
+
+    await until(settled)
+    long_ago = datetime.now(UTC) - timedelta(days=800)
+
+    def age(conn: Any) -> None:
+        conn.execute(update(conversations).values(updated_at=long_ago))
+        conn.execute(update(channel_events).values(received_at=long_ago))
+        conn.execute(update(channel_outbox).values(created_at=long_ago))
+
+    await pipeline.app.db.write(age)
+    run = (await pipeline.client.post("/api/retention/run")).json()
+    removed = run["removed"]["default"]
+    assert removed["conversations"] == 1
+    assert removed["channel_events"] == 1 and removed["channel_messages"] == 1
+    assert removed["channel_identities"] == 1
+    for table in (channel_events, channel_outbox, channel_threads):
+        assert await pipeline.count(table) == 0

@@ -121,6 +121,8 @@ async def test_export_then_erase_leaves_no_trace(pipeline: Pipeline) -> None:
         "consents": 1,
         "reports": 1,
         "documents": 1,
+        "channel_messages": 0,
+        "channel_media": 0,
     }
     person = data["identities"][0]
     assert person["external_id"] == SUBJECT and person["channel"] == "api"
@@ -150,6 +152,10 @@ async def test_export_then_erase_leaves_no_trace(pipeline: Pipeline) -> None:
         "documents": 1,
         "chunks": 1,
         "quotations": 1,  # the other user's answer had cited the letter
+        "channel_identities": 0,
+        "channel_events": 0,
+        "channel_messages": 0,
+        "channel_media": 0,
     }
     entry = (await pipeline.client.get("/api/audit", params={"action": "subject.erased"})).json()[
         "data"

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from concierge.channels.base import Event, EventKind
@@ -333,6 +333,11 @@ def pending_statuses(conn: Connection, limit: int) -> list[QueuedEvent]:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [_queued(r) for r in conn.execute(query)]
+
+
+def drop(conn: Connection, event_ids: list[int]) -> None:
+    if event_ids:
+        conn.execute(delete(channel_events).where(channel_events.c.id.in_(event_ids)))
 
 
 def set_conversation(conn: Connection, thread_id: int, conversation_id: int) -> None:

@@ -385,10 +385,13 @@ class Dispatcher:
         return await self.db.write(self._apply_statuses)
 
     def _apply_statuses(self, conn: Connection) -> bool:
+        """Apply a batch of status callbacks to the outbox and drop them: the message's row
+        is the delivery record (a callback the platform repeats is applied again, harmlessly:
+        a status only moves forward)."""
         batch = queue.pending_statuses(conn, 200)
         for queued in batch:
             event = queued.event
-            matched = outbox.apply_status(
+            outbox.apply_status(
                 conn,
                 queued.channel_id,
                 platform_id=event.ref,
@@ -396,12 +399,7 @@ class Dispatcher:
                 status=event.status or "",
                 error=event.error,
             )
-            queue.finish(
-                conn,
-                queued.id,
-                EventStatus.DONE if matched else EventStatus.IGNORED,
-                error=None if matched else "no message of ours matches it",
-            )
+        queue.drop(conn, [q.id for q in batch])
         return len(batch) == 200
 
     # -- outbound --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from concierge import background, orgs
+from concierge.channels import privacy as channel_privacy
 from concierge.conversations import erasure, store
 from concierge.errors import ConciergeError, Conflict, InvalidRequest, NotFound
 from concierge.governance import audit
@@ -195,15 +196,17 @@ def purge_org(conn: Connection, org_id: int, now: datetime, *, actor: str) -> di
     removed: dict[str, int] = {"conversations": 0, "memories": 0, "end_users": 0, "events": 0}
     days = policy.retention.conversation_days
     if days is not None:
+        cutoff, keep = now - timedelta(days=days), held_conversations(conn, org_id)
         removed.update(
             erasure.purge_idle(
                 conn,
                 org_id,
-                now - timedelta(days=days),
+                cutoff,
                 keep_users=held_users(conn, org_id),
-                keep_conversations=held_conversations(conn, org_id),
+                keep_conversations=keep,
             )
         )
+        removed.update(channel_privacy.purge(conn, org_id, cutoff, keep_conversations=keep))
     if policy.retention.event_days is not None:
         removed["events"] = ledger.purge(
             conn, org_id, now - timedelta(days=policy.retention.event_days)

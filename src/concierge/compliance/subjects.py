@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from concierge import orgs
+from concierge.channels import privacy as channel_privacy
 from concierge.compliance import retention
 from concierge.conversations import erasure
 from concierge.conversations.records import Turn
@@ -70,7 +71,15 @@ def export(
     org = orgs.get_by_id(conn, org_id)
     users = identities(conn, org_id, subject, channel)
     people = []
-    counts = {"conversations": 0, "turns": 0, "memories": 0, "consents": 0, "reports": 0}
+    counts = {
+        "conversations": 0,
+        "turns": 0,
+        "memories": 0,
+        "consents": 0,
+        "reports": 0,
+        "channel_messages": 0,
+        "channel_media": 0,
+    }
     for user in users:
         data = erasure.subject_data(conn, user)
         conversations = []
@@ -85,11 +94,14 @@ def export(
             conversations.append({**conversation, "turns": turns})
             counts["turns"] += len(turns)
         reports = moderation.reports_on(conn, [c["id"] for c in conversations])
+        carried = channel_privacy.subject_data(conn, org_id, user.channel, user.external_id)
         decisions = consent.history(conn, user.id)
         counts["conversations"] += len(conversations)
         counts["memories"] += len(data["memories"])
         counts["consents"] += len(decisions)
         counts["reports"] += len(reports)
+        counts["channel_messages"] += sum(len(t["messages"]) for t in carried)
+        counts["channel_media"] += sum(len(t["media"]) for t in carried)
         people.append(
             {
                 "end_user_id": user.id,
@@ -100,6 +112,7 @@ def export(
                 "memories": data["memories"],
                 "consents": [d.to_dict() for d in decisions],
                 "reports": [r.to_dict() for r in reports],
+                "channels": carried,  # messaging platforms: events, deliveries, files
             }
         )
     docs = documents.about_subject(conn, org_id, subject)
@@ -160,8 +173,16 @@ def erase(
         "reports": 0,
         "documents": 0,
         "chunks": 0,
+        "channel_identities": 0,
+        "channel_events": 0,
+        "channel_messages": 0,
+        "channel_media": 0,
     }
     for user in users:
+        for kind, count in channel_privacy.erase(
+            conn, org_id, user.channel, user.external_id
+        ).items():
+            removed[kind] += count
         removed["reports"] += moderation.erase_on(conn, owned[user.id])
         removed["consents"] += consent.erase(conn, user.id)
         for kind, count in erasure.erase_end_user(conn, user).items():
