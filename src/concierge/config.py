@@ -328,6 +328,13 @@ class Settings(BaseModel):
     outbox_max_attempts: int = Field(
         10, ge=1, le=100, description="Tries at sending one message before it fails."
     )
+    outbox_retry_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="Base of the outbox's exponential backoff: retry n waits a random time up "
+        "to this times 2^(n-1), capped at 10 minutes (the platform's own wait when it gives one).",
+    )
     outbox_in_doubt_seconds: float = Field(
         60.0,
         ge=1,

@@ -120,9 +120,11 @@ def _row(row: Any) -> OutboxRow:
 
 
 def backoff(attempt: int, base: float = 2.0, cap: float = 600.0) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential with full jitter (AWS's "full
-    jitter": uniform in [0, min(cap, base * 2**attempt)]), at least a second."""
-    return max(1.0, random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1))))
+    """Seconds before the try after try ``attempt``: exponential with full jitter (uniform in
+    [base/2, min(cap, base * 2**(attempt-1))]: retries of many messages spread out instead of
+    arriving together)."""
+    top = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(min(base / 2, top), top)
 
 
 def enqueue(

@@ -233,7 +233,7 @@ class Dispatcher:
         self.outbound.wake.set()
 
     async def _retry(self, queued: QueuedEvent, error: str, after: float | None) -> None:
-        delay = after or outbox.backoff(queued.attempts)
+        delay = after or outbox.backoff(queued.attempts, self.settings.outbox_retry_seconds)
         await self.db.write(lambda conn: queue.retry_later(conn, queued.id, delay, error))
 
     async def _typing(self, channel: Channel, thread: Thread, event: Event) -> None:
@@ -488,7 +488,9 @@ class Dispatcher:
             if exc.permanent:
                 await self._fail(row, exc.message, exc.code or "refused")
                 return True
-            delay = exc.retry_after or outbox.backoff(row.attempts + 1)
+            delay = exc.retry_after or outbox.backoff(
+                row.attempts + 1, self.settings.outbox_retry_seconds
+            )
             if exc.rate_limited and exc.retry_after:
                 await service.pacer.hold(sender, exc.retry_after)
             error, code = exc.message, exc.code

@@ -1,0 +1,238 @@
+"""The outbox under the platform's faults: rate limits with their waits, errors retried with
+backoff, permanent refusals and the customer-service window, templates; Messenger's tags."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from concierge.channels.pacing import MemoryPacer
+from concierge.channels.text import split
+from concierge.store.tables import channel_outbox, channel_threads, conversations
+from tests.peers.meta import (
+    ACCESS_TOKEN,
+    APP_SECRET,
+    PAGE_ID,
+    VERIFY_TOKEN,
+    FakeGraph,
+    sign,
+    wa_text,
+    whatsapp_webhook,
+)
+from tests.scripted import DISCLOSED, Pipeline, says
+from tests.test_channels_whatsapp import CUSTOMER, connect, graph, post, rows, until  # noqa: F401
+
+FAST = pytest.mark.settings(outbox_retry_seconds=0.05, channel_poll_seconds=0.05)
+
+
+async def _statuses(pipeline: Pipeline) -> list[str]:
+    return [r.status for r in await rows(pipeline, channel_outbox)]
+
+
+@FAST
+async def test_rate_limits_and_server_errors_are_retried_until_sent_once(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    channel = await connect(pipeline, graph)
+    graph.fail(400, 130429, "Rate limit hit", headers={"Retry-After": "1"})
+    graph.fail(500, 131000, "Something went wrong", times=2)
+    pipeline.script = lambda body: says("Fine.")
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
+    sent = await graph.wait_sent(1, timeout=20)
+    assert len(sent) == 1
+    [row] = await rows(pipeline, channel_outbox)
+    assert row.status == "sent" and row.attempts == 4
+    tries = [c for c in graph.calls if c[2] and c[2].get("type") == "text"]
+    assert len(tries) == 4
+    # The platform's wait was honoured: the try after the 429 came a second later or more.
+
+
+@FAST
+async def test_a_permanent_refusal_fails_the_message_visibly(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    channel = await connect(pipeline, graph)
+    graph.fail(400, 131047, "Re-engagement message")
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
+
+    async def failed() -> Any:
+        found = await rows(pipeline, channel_outbox)
+        return found and found[0].status == "failed" and found[0]
+
+    row = await until(failed)
+    assert row.error_code == "whatsapp:131047" and "template" in row.error
+    [conversation] = await rows(pipeline, conversations)
+    turns = (await pipeline.client.get(f"/v1/conversations/{conversation.id}/turns")).json()
+    delivery = turns["data"][1]["delivery"][0]
+    assert delivery["status"] == "failed" and "window" in delivery["error"]
+    listed = await pipeline.client.get(f"/v1/channels/{channel['id']}/messages?status=failed")
+    assert [m["id"] for m in listed.json()["data"]] == [row.id]
+    resent = await pipeline.client.post(f"/v1/channels/{channel['id']}/messages/{row.id}/resend")
+    assert resent.status_code == 200 and resent.json()["status"] == "pending"
+    await graph.wait_sent(1)
+    again = await pipeline.client.post(f"/v1/channels/{channel['id']}/messages/{row.id}/resend")
+    assert again.status_code == 409
+
+
+@FAST
+async def test_outside_the_window_only_a_template_goes(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    templates = [{"name": "order_update", "language": "en_US", "body": "Hi {{1}}, order {{2}}."}]
+    channel = await connect(pipeline, graph, templates=templates)
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
+    await graph.wait_sent(1)
+    [conversation] = await rows(pipeline, conversations)
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    await pipeline.app.db.write(
+        lambda conn: conn.execute(update(channel_threads).values(last_inbound_at=two_days_ago))
+    )
+    path = f"/v1/conversations/{conversation.id}/human_messages"
+    late = await pipeline.client.post(path, json={"content": "Are you still there?"})
+    assert late.status_code == 409
+    assert "template" in late.json()["error"]["message"]
+    wrong = await pipeline.client.post(
+        path, json={"template": {"name": "order_update", "variables": ["Ann"]}}
+    )
+    assert wrong.status_code == 400 and "2 variable" in wrong.json()["error"]["message"]
+    unknown = await pipeline.client.post(path, json={"template": {"name": "promo"}})
+    assert unknown.status_code == 400 and "order_update" in unknown.json()["error"]["message"]
+    both = await pipeline.client.post(
+        path, json={"content": "x", "template": {"name": "order_update"}}
+    )
+    assert both.status_code == 400
+    ok = await pipeline.client.post(
+        path, json={"template": {"name": "order_update", "variables": ["Ann", "A-17"]}}
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["content"] == "Hi Ann, order A-17."
+    sent = await graph.wait_sent(2)
+    template = sent[1]["template"]
+    assert template["name"] == "order_update" and template["language"] == {"code": "en_US"}
+    assert [p["text"] for p in template["components"][0]["parameters"]] == ["Ann", "A-17"]
+
+
+@FAST
+async def test_a_long_reply_is_split_on_sentences_and_sent_in_order(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    channel = await connect(pipeline, graph)
+    long = " ".join(f"Sentence number {i} explains one more detail." for i in range(200))
+    pipeline.script = lambda body: says(long)
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Tell me all")]))
+    expected = split(DISCLOSED + long, 4096)
+    sent = await graph.wait_sent(len(expected))
+    bodies = [m["text"]["body"] for m in sent]
+    assert bodies == expected and len(bodies) >= 3
+    assert all(len(b) <= 4096 and b.endswith(".") for b in bodies)
+
+
+async def test_the_pacer_keeps_a_sender_under_its_rate() -> None:
+    pacer = MemoryPacer()
+    waits = [await pacer.reserve("whatsapp:1", 80.0) for _ in range(160)]
+    # Slots 1/80 s apart: the 160th message leaves about two seconds after the first.
+    assert waits[0] == 0
+    assert abs(waits[-1] - 159 / 80) < 0.05
+    await pacer.hold("whatsapp:1", 5.0)
+    assert await pacer.reserve("whatsapp:1", 80.0) >= 4.9
+
+
+# -- Messenger -------------------------------------------------------------------------------
+
+
+def messenger_webhook(sender: str, text: str, mid: str, quick: str | None = None) -> bytes:
+    import json
+    import time
+
+    message: dict[str, Any] = {"mid": mid, "text": text}
+    if quick:
+        message["quick_reply"] = {"payload": quick}
+    return json.dumps(
+        {
+            "object": "page",
+            "entry": [
+                {
+                    "id": PAGE_ID,
+                    "time": int(time.time() * 1000),
+                    "messaging": [
+                        {
+                            "sender": {"id": sender},
+                            "recipient": {"id": PAGE_ID},
+                            "timestamp": int(time.time() * 1000),
+                            "message": message,
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
+
+
+@FAST
+async def test_messenger_quick_replies_and_a_person_replying_after_a_day(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    await pipeline.assistant()
+    made = await pipeline.client.post(
+        "/v1/channels",
+        json={
+            "type": "messenger",
+            "assistant": "support",
+            "config": {
+                "page_id": PAGE_ID,
+                "access_token": ACCESS_TOKEN,
+                "app_secret": APP_SECRET,
+                "verify_token": VERIFY_TOKEN,
+                "api_base_url": graph.base_url,
+            },
+        },
+    )
+    assert made.status_code == 201, made.text
+    path = f"/channels/{made.json()['id']}/webhook"
+    pipeline.script = lambda body: says("Pick one:\n- Returns\n- Shipping")
+    body = messenger_webhook("PSID-77", "Help", "m_1")
+    answer = await pipeline.client.post(
+        path, content=body, headers={"X-Hub-Signature-256": sign(body)}
+    )
+    assert answer.status_code == 200
+    [first] = await graph.wait_sent(1)
+    assert first["recipient"] == {"id": "PSID-77"} and first["messaging_type"] == "RESPONSE"
+    assert [q["payload"] for q in first["message"]["quick_replies"]] == ["Returns", "Shipping"]
+    assert first["message"]["text"] == DISCLOSED + "Pick one:"
+    typing = [c[2] for c in graph.calls if c[2] and c[2].get("sender_action")]
+    assert {"recipient": {"id": "PSID-77"}, "sender_action": "mark_seen"} in typing
+
+    pipeline.script = lambda body: says("Returns are free.")
+    body = messenger_webhook("PSID-77", "Returns", "m_2", quick="Returns")
+    await pipeline.client.post(path, content=body, headers={"X-Hub-Signature-256": sign(body)})
+    await graph.wait_sent(2)
+
+    # Three days later a person answers: allowed with the HUMAN_AGENT tag (up to 7 days).
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    await pipeline.app.db.write(
+        lambda conn: conn.execute(update(channel_threads).values(last_inbound_at=three_days_ago))
+    )
+    [conversation] = await rows(pipeline, conversations)
+    human = await pipeline.client.post(
+        f"/v1/conversations/{conversation.id}/human_messages",
+        json={"content": "Sorry for the wait."},
+    )
+    assert human.status_code == 201, human.text
+    sent = await graph.wait_sent(3)
+    assert sent[2]["messaging_type"] == "MESSAGE_TAG" and sent[2]["tag"] == "HUMAN_AGENT"
+    eight_days_ago = datetime.now(UTC) - timedelta(days=8)
+    await pipeline.app.db.write(
+        lambda conn: conn.execute(update(channel_threads).values(last_inbound_at=eight_days_ago))
+    )
+    late = await pipeline.client.post(
+        f"/v1/conversations/{conversation.id}/human_messages", json={"content": "Hello?"}
+    )
+    assert late.status_code == 409
