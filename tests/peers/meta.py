@@ -149,12 +149,16 @@ class FakeGraph:
         body = await request.json() if request.can_read_body else None
         path = request.path
         self.calls.append((request.method, path, body, dict(request.headers)))
-        if self.delay:
+        answer = self.answer(request.method, path, body)
+        if self.delay:  # the platform has acted; its answer is slow to come back
             await asyncio.sleep(self.delay)
+        return answer
+
+    def answer(self, method: str, path: str, body: Any) -> web.Response:
         if path.startswith("/download/"):
             data, mime = self.media[path.rsplit("/", 1)[-1]]
             return web.Response(body=data, content_type=mime)
-        if request.method == "GET":  # a media id: its short-lived URL
+        if method == "GET":  # a media id: its short-lived URL
             media_id = path.rsplit("/", 1)[-1]
             if media_id not in self.media:
                 return web.json_response(
