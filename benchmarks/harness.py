@@ -109,8 +109,6 @@ def wrk(
     seconds: int,
     threads: int = 1,
 ) -> WrkResult:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -118,6 +116,32 @@ def wrk(
     script += f"wrk.body = {json.dumps(json.dumps(body))}\n"
     for name, value in headers.items():
         script += f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n"
+    return _run_wrk(script, url, connections, seconds, min(threads, connections))
+
+
+def wrk_lines(url: str, lines: Path, connections: int, seconds: int) -> WrkResult:
+    """POST each line of ``lines`` in turn (``<X-Hub-Signature-256>\t<JSON body>``: webhook
+    calls, each signed), cycling; one wrk thread, so no line is sent twice before the end."""
+    script = f"""
+local items = {{}}
+for line in io.lines({json.dumps(str(lines))}) do
+  local tab = line:find("\\t", 1, true)
+  items[#items + 1] = {{line:sub(1, tab - 1), line:sub(tab + 1)}}
+end
+local i = 0
+request = function()
+  i = i + 1
+  if i > #items then i = 1 end
+  local headers = {{["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = items[i][1]}}
+  return wrk.format("POST", nil, headers, items[i][2])
+end
+"""
+    return _run_wrk(script, url, connections, seconds, 1)
+
+
+def _run_wrk(script: str, url: str, connections: int, seconds: int, threads: int) -> WrkResult:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     try:
@@ -125,7 +149,7 @@ def wrk(
             [
                 "wrk",
                 "-t",
-                str(min(threads, connections)),
+                str(threads),
                 "-c",
                 str(connections),
                 "-d",

@@ -117,7 +117,7 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
         stall["on"] = False
         started = time.monotonic()
         server = await _start(env, tmp_path)
-        await _wait(lambda: len(graph.sent) >= len(CUSTOMERS), 30, "every reply")
+        await _wait(lambda: len(graph.replies) >= len(CUSTOMERS), 30, "every reply")
         recovery = time.monotonic() - started
         await asyncio.sleep(1.0)  # nothing more may come
         assert Counter(m["to"] for m in graph.sent) == Counter(CUSTOMERS)

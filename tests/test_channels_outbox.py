@@ -42,9 +42,9 @@ async def test_rate_limits_and_server_errors_are_retried_until_sent_once(
     graph.fail(500, 131000, "Something went wrong", times=2)
     pipeline.script = lambda body: says("Fine.")
     await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
-    sent = await graph.wait_sent(1, timeout=20)
+    sent = await graph.wait_replies(1, timeout=20)
     assert len(sent) == 1
-    [row] = await rows(pipeline, channel_outbox)
+    row = next(r for r in await rows(pipeline, channel_outbox) if r.turn_id is not None)
     assert row.status == "sent" and row.attempts == 4
     tries = [c for c in graph.calls if c[2] and c[2].get("type") == "text"]
     assert len(tries) == 4
@@ -74,7 +74,7 @@ async def test_a_permanent_refusal_fails_the_message_visibly(
     assert [m["id"] for m in listed.json()["data"]] == [row.id]
     resent = await pipeline.client.post(f"/v1/channels/{channel['id']}/messages/{row.id}/resend")
     assert resent.status_code == 200 and resent.json()["status"] == "pending"
-    await graph.wait_sent(1)
+    await graph.wait_replies(1)
     again = await pipeline.client.post(f"/v1/channels/{channel['id']}/messages/{row.id}/resend")
     assert again.status_code == 409
 
@@ -87,7 +87,7 @@ async def test_outside_the_window_only_a_template_goes(
     templates = [{"name": "order_update", "language": "en_US", "body": "Hi {{1}}, order {{2}}."}]
     channel = await connect(pipeline, graph, templates=templates)
     await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
-    await graph.wait_sent(1)
+    await graph.wait_replies(1)
     [conversation] = await rows(pipeline, conversations)
     two_days_ago = datetime.now(UTC) - timedelta(days=2)
     await pipeline.app.db.write(
@@ -112,7 +112,7 @@ async def test_outside_the_window_only_a_template_goes(
     )
     assert ok.status_code == 201, ok.text
     assert ok.json()["content"] == "Hi Ann, order A-17."
-    sent = await graph.wait_sent(2)
+    sent = await graph.wait_replies(2)
     template = sent[1]["template"]
     assert template["name"] == "order_update" and template["language"] == {"code": "en_US"}
     assert [p["text"] for p in template["components"][0]["parameters"]] == ["Ann", "A-17"]
@@ -128,7 +128,7 @@ async def test_a_long_reply_is_split_on_sentences_and_sent_in_order(
     pipeline.script = lambda body: says(long)
     await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Tell me all")]))
     expected = split(DISCLOSED + long, 4096)
-    sent = await graph.wait_sent(len(expected))
+    sent = await graph.wait_replies(len(expected))
     bodies = [m["text"]["body"] for m in sent]
     assert bodies == expected and len(bodies) >= 3
     assert all(len(b) <= 4096 and b.endswith(".") for b in bodies)
@@ -203,7 +203,7 @@ async def test_messenger_quick_replies_and_a_person_replying_after_a_day(
         path, content=body, headers={"X-Hub-Signature-256": sign(body)}
     )
     assert answer.status_code == 200
-    [first] = await graph.wait_sent(1)
+    [first] = await graph.wait_replies(1)
     assert first["recipient"] == {"id": "PSID-77"} and first["messaging_type"] == "RESPONSE"
     assert [q["payload"] for q in first["message"]["quick_replies"]] == ["Returns", "Shipping"]
     assert first["message"]["text"] == DISCLOSED + "Pick one:"
@@ -213,7 +213,7 @@ async def test_messenger_quick_replies_and_a_person_replying_after_a_day(
     pipeline.script = lambda body: says("Returns are free.")
     body = messenger_webhook("PSID-77", "Returns", "m_2", quick="Returns")
     await pipeline.client.post(path, content=body, headers={"X-Hub-Signature-256": sign(body)})
-    await graph.wait_sent(2)
+    await graph.wait_replies(2)
 
     # Three days later a person answers: allowed with the HUMAN_AGENT tag (up to 7 days).
     three_days_ago = datetime.now(UTC) - timedelta(days=3)
@@ -226,7 +226,7 @@ async def test_messenger_quick_replies_and_a_person_replying_after_a_day(
         json={"content": "Sorry for the wait."},
     )
     assert human.status_code == 201, human.text
-    sent = await graph.wait_sent(3)
+    sent = await graph.wait_replies(3)
     assert sent[2]["messaging_type"] == "MESSAGE_TAG" and sent[2]["tag"] == "HUMAN_AGENT"
     eight_days_ago = datetime.now(UTC) - timedelta(days=8)
     await pipeline.app.db.write(

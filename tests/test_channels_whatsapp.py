@@ -173,7 +173,7 @@ async def test_a_message_is_answered_through_the_pipeline_and_the_outbox(
     )
     assert answer.status_code == 200
 
-    sent = await graph.wait_sent(1)
+    sent = await graph.wait_replies(1)
     assert sent[0]["to"] == CUSTOMER and sent[0]["type"] == "text"
     assert sent[0]["text"]["body"] == DISCLOSED + "Returns are free within 30 days."
     tag = sent[0]["biz_opaque_callback_data"]
@@ -231,11 +231,11 @@ async def test_a_replayed_event_makes_one_turn(pipeline: Pipeline, graph: FakeGr
     body = whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hello?", wamid="wamid.SAME")])
     for _ in range(3):
         assert (await post(pipeline, channel, body)).status_code == 200
-    await graph.wait_sent(1)
+    await graph.wait_replies(1)
     await asyncio.sleep(0.3)
     assert await pipeline.count(channel_events) == 1
     assert [t.role for t in await rows(pipeline, turns)] == ["user", "assistant"]
-    assert len(graph.sent) == 1
+    assert len(graph.replies) == 1
 
 
 async def test_a_malformed_body_is_acknowledged_and_kept_as_failed(
@@ -265,7 +265,7 @@ async def test_the_model_down_gets_an_apology_and_a_person(
     await post(
         pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Where is my order?")])
     )
-    sent = await graph.wait_sent(1)
+    sent = await graph.wait_replies(1)
     assert "passed your message to a member of our team" in sent[0]["text"]["body"]
     [conversation] = await rows(pipeline, conversations)
     assert conversation.status == "handoff"
@@ -278,14 +278,14 @@ async def test_a_person_replies_through_the_outbox_within_the_window(
 ) -> None:
     channel = await connect(pipeline, graph)
     await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
-    await graph.wait_sent(1)
+    await graph.wait_replies(1)
     [conversation] = await rows(pipeline, conversations)
     human = await pipeline.client.post(
         f"/v1/conversations/{conversation.id}/human_messages",
         json={"content": "Hello, this is Ana from support.", "author": "ana"},
     )
     assert human.status_code == 201, human.text
-    sent = await graph.wait_sent(2)
+    sent = await graph.wait_replies(2)
     assert sent[1]["text"]["body"] == "Hello, this is Ana from support."
 
 
@@ -302,7 +302,7 @@ async def test_export_and_erasure_cover_the_phone_number_its_messages_and_files(
         "image": {"id": "media-1", "mime_type": "image/png", "sha256": "x"},
     }
     await post(pipeline, channel, whatsapp_webhook(messages=[photo]))
-    sent = await graph.wait_sent(1)
+    sent = await graph.wait_replies(1)
     assert "cannot see images" in sent[0]["interactive"]["body"]["text"]
     assert sent[0]["interactive"]["action"]["buttons"][0]["reply"]["title"] == "Talk to a person"
     listed = (await pipeline.client.get("/v1/conversations")).json()["data"]
@@ -322,7 +322,7 @@ async def test_export_and_erasure_cover_the_phone_number_its_messages_and_files(
     assert carried["identity"] == CUSTOMER and carried["channel_type"] == "whatsapp"
     assert carried["events"][0]["key"] == "wamid.PHOTO1"
     assert carried["media"][0]["sha256"] == media["sha256"]
-    assert len(carried["messages"]) == 1
+    assert len(carried["messages"]) == 2  # the reply and the memory consent question
 
     erased = await pipeline.client.post(
         "/api/orgs/default/subjects/erase", json={"subject": CUSTOMER}
@@ -331,7 +331,7 @@ async def test_export_and_erasure_cover_the_phone_number_its_messages_and_files(
     removed = erased.json()["removed"]
     assert removed["channel_identities"] == 1
     assert removed["channel_events"] == 1 and removed["channel_media"] == 1
-    assert removed["channel_messages"] == 1
+    assert removed["channel_messages"] == 2
     from concierge.store.tables import channel_media, channel_threads
 
     for table in (channel_events, channel_outbox, channel_media, channel_threads, turns):
@@ -349,10 +349,11 @@ async def test_retention_purges_channel_records_with_the_conversation(
 
     channel = await connect(pipeline, graph)
     await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
-    await graph.wait_sent(1)
+    await graph.wait_replies(1)
 
     async def settled() -> bool:
-        return (await rows(pipeline, channel_outbox))[0].status == "sent"
+        found = await rows(pipeline, channel_outbox)
+        return len(found) == 2 and all(r.status == "sent" for r in found)
 
     await until(settled)
     long_ago = datetime.now(UTC) - timedelta(days=800)
@@ -366,7 +367,58 @@ async def test_retention_purges_channel_records_with_the_conversation(
     run = (await pipeline.client.post("/api/retention/run")).json()
     removed = run["removed"]["default"]
     assert removed["conversations"] == 1
-    assert removed["channel_events"] == 1 and removed["channel_messages"] == 1
+    assert removed["channel_events"] == 1
+    assert removed["channel_messages"] == 2  # the reply and the consent question
     assert removed["channel_identities"] == 1
     for table in (channel_events, channel_outbox, channel_threads):
         assert await pipeline.count(table) == 0
+
+
+def button(sender: str, ident: str, title: str, wamid: str) -> dict[str, Any]:
+    return {
+        "from": sender,
+        "id": wamid,
+        "timestamp": str(int(time.time())),
+        "type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": ident, "title": title}},
+    }
+
+
+async def test_memory_consent_is_asked_with_buttons_and_recorded(
+    pipeline: Pipeline, graph: FakeGraph
+) -> None:
+    from concierge.store.tables import consents
+
+    channel = await connect(pipeline, graph)
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Hi")]))
+    reply, question = await graph.wait_sent(2)
+    assert reply["type"] == "text"
+    buttons = question["interactive"]["action"]["buttons"]
+    assert [b["reply"]["id"] for b in buttons] == [
+        "cc:consent:personalization:yes",
+        "cc:consent:personalization:no",
+    ]
+    assert "remember" in question["interactive"]["body"]["text"]
+
+    press = button(CUSTOMER, "cc:consent:personalization:yes", "Yes", "wamid.YES")
+    await post(pipeline, channel, whatsapp_webhook(messages=[press]))
+    thanks = (await graph.wait_sent(3))[2]
+    assert thanks["text"]["body"].startswith("Thank you. I will remember")
+    [decision] = await rows(pipeline, consents)
+    assert decision.granted and decision.channel == "whatsapp"
+    assert decision.purpose == "personalization"
+
+    # Answered: not asked again; a forged button id is refused and kept as a failed event.
+    await post(pipeline, channel, whatsapp_webhook(messages=[wa_text(CUSTOMER, "Again")]))
+    await graph.wait_sent(4)
+    forged = button(CUSTOMER, "cc:consent:everything:yes", "Yes", "wamid.FORGED")
+    await post(pipeline, channel, whatsapp_webhook(messages=[forged]))
+
+    async def failed() -> Any:
+        found = [e for e in await rows(pipeline, channel_events) if e.key == "wamid.FORGED"]
+        return found and found[0].status == "failed"
+
+    await until(failed)
+    await asyncio.sleep(0.3)
+    assert len(graph.sent) == 4
+    assert len(await rows(pipeline, consents)) == 1

@@ -306,6 +306,12 @@ class Settings(BaseModel):
         description="The server's address as platforms reach it (https://concierge.example.com),"
         " for channels' webhook URLs; default: the address a request came to.",
     )
+    channel_dispatch: bool = Field(
+        True,
+        description="Run the channel workers (inbound processing, the outbox) in this server; "
+        "off for replicas that only take webhooks while others (`concierge channels work`) "
+        "answer.",
+    )
     channel_workers: int = Field(
         8, ge=1, le=256, description="Conversations one process answers on channels at once."
     )

@@ -94,6 +94,17 @@ def wa_status(
     return out
 
 
+def is_consent_question(message: dict[str, Any]) -> bool:
+    ids = [
+        *(
+            b["reply"]["id"]
+            for b in message.get("interactive", {}).get("action", {}).get("buttons", [])
+        ),
+        *(q["payload"] for q in message.get("message", {}).get("quick_replies", [])),
+    ]
+    return any(str(i).startswith("cc:consent:") for i in ids)
+
+
 @dataclass
 class Failure:
     status: int
@@ -144,6 +155,19 @@ class FakeGraph:
                 raise AssertionError(f"{len(self.sent)} of {count} messages sent: {self.sent}")
             await asyncio.sleep(0.02)
         return self.sent
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        """What was sent, less the memory consent question (asked after a first reply)."""
+        return [m for m in self.sent if not is_consent_question(m)]
+
+    async def wait_replies(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.replies) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.replies)} of {count} replies: {self.sent}")
+            await asyncio.sleep(0.02)
+        return self.replies
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json() if request.can_read_body else None

@@ -22,6 +22,12 @@ from tests.conftest import ADMIN_KEY, free_port
 PEER = Path(__file__).parent / "telegram"
 
 
+def consent(message: dict[str, Any]) -> bool:
+    """The memory consent question (asked after a first reply)."""
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+    return any(str(b.get("callback_data", "")).startswith("cc:consent:") for r in rows for b in r)
+
+
 class TelegramEmulator:
     def __init__(self) -> None:
         node = shutil.which("node")
@@ -76,7 +82,7 @@ class TelegramEmulator:
             found = [
                 u["message"]
                 for u in await self.history(token)
-                if "messageId" in u and "chat_id" in u["message"]
+                if "messageId" in u and "chat_id" in u["message"] and not consent(u["message"])
             ]
             if len(found) >= count:
                 return found

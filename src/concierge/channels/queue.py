@@ -110,12 +110,13 @@ def _queued(row: Any) -> QueuedEvent:
 
 
 def _insert_ignoring_duplicates(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> int:
-    """Insert ``rows``, skipping those whose unique key exists; how many were new."""
+    """Insert ``rows``, skipping those whose unique key exists; how many were new. One
+    statement, compiled once and cached, run for every row (executemany)."""
     if not rows:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(rows).on_conflict_do_nothing()
-    return int(conn.execute(statement).rowcount or 0)
+    statement = dialect.insert(table).on_conflict_do_nothing()
+    return int(conn.execute(statement, rows).rowcount or 0)
 
 
 def thread_for(conn: Connection, channel_id: str, org_id: int, sender: str) -> Thread:

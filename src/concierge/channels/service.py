@@ -4,6 +4,7 @@ workers, and what the API asks of them."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from concierge.assistants.runtime import Runtime
 from concierge.channels import delivery, queue
 from concierge.channels import store as channel_store
 from concierge.channels.base import ChannelType, MalformedEvent, PlatformHttp, Template
+from concierge.channels.intake import Intake
 from concierge.channels.media import MediaReader
 from concierge.channels.pacing import MemoryPacer, Pacer, RedisPacer
 from concierge.channels.queue import Thread
@@ -52,6 +54,7 @@ class Channels:
         self.db = db
         self.settings = settings
         self.runtime = runtime
+        self.policies = runtime.governance.policies
         self.egress = egress
         self.types = ChannelTypes.from_plugins(pm, settings)
         self.readers: list[MediaReader] = []
@@ -59,13 +62,17 @@ class Channels:
         self.box = SecretBox.from_settings(settings.secret_keys, settings.data_dir)
         self.pacer: Pacer = RedisPacer(settings.redis_url) if settings.redis_url else MemoryPacer()
         self.dispatcher = Dispatcher(self)
+        self.intake = Intake(db, self.dispatcher.wake)
+        self._cache: dict[str, tuple[Channel, float]] = {}
         self._started = False
 
     def start(self) -> None:
-        self.dispatcher.start()
-        self._started = True
+        if self.settings.channel_dispatch:
+            self.dispatcher.start()
+            self._started = True
 
     async def close(self) -> None:
+        await self.intake.close()
         if self._started:
             await self.dispatcher.close()
         await self.pacer.close()
@@ -170,17 +177,28 @@ class Channels:
             return 0
         if not events:
             return 0
-        new, _threads = await self.db.write(
-            lambda conn: queue.store_events(conn, channel.id, channel.org_id, events)
-        )
-        if new:
-            self.dispatcher.wake()
-        return new
+        return await self.intake.store(channel.id, channel.org_id, events)
+
+    def forget(self, channel_id: str) -> None:
+        """A channel changed here: read it again on its next webhook (other replicas do within
+        ``key_cache_seconds``)."""
+        self._cache.pop(channel_id, None)
 
     async def _live(self, channel_id: str) -> Channel:
+        """The channel a webhook names, cached for ``key_cache_seconds`` (its secrets are
+        decrypted and its settings validated once, not on every call)."""
         if not channel_id.startswith("ch_") or len(channel_id) > 32:
             raise NotFound("channel not found", param="channel")
-        channel = await self.db.read(lambda conn: self.channel_by_id(conn, channel_id))
+        now = time.monotonic()
+        hit = self._cache.get(channel_id)
+        if hit is not None and hit[1] > now:
+            channel = hit[0]
+        else:
+            channel = await self.db.read(lambda conn: self.channel_by_id(conn, channel_id))
+            if self.settings.key_cache_seconds > 0:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[channel_id] = (channel, now + self.settings.key_cache_seconds)
         if channel.status != ChannelStatus.ACTIVE:
             raise NotFound("channel not found", param="channel")  # a disabled one takes nothing
         return channel

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from concierge.assistants.events import Completed, Inbound, Recorded, Stage
 from concierge.background import stop
+from concierge.channels import consent as channel_consent
 from concierge.channels import media as media_store
 from concierge.channels import outbox, queue
 from concierge.channels.base import Choice, Event, EventKind, SendFailed
@@ -251,6 +252,9 @@ class Dispatcher:
 
     async def _answer(self, channel: Channel, thread: Thread, queued: QueuedEvent) -> None:
         event = queued.event
+        if channel_consent.is_answer(event.choice):
+            await self._consent(channel, thread, queued)
+            return
         text, extra, unreadable, media_ids = await self._content(channel, thread, event)
         if event.choice == HUMAN_CHOICE:
             text = ASK_FOR_HUMAN
@@ -270,6 +274,18 @@ class Dispatcher:
         async for reply_event in runtime.reply(inbound):
             if isinstance(reply_event, Completed):
                 return
+
+    async def _consent(self, channel: Channel, thread: Thread, queued: QueuedEvent) -> None:
+        kind, policies = self.service.types.get(channel.type), self.service.policies
+        choice = queued.event.choice or ""
+
+        def write(conn: Connection) -> None:
+            channel_consent.record_answer(
+                conn, kind, channel, thread, choice, policies, queued.event.key
+            )
+            queue.finish(conn, queued.id, EventStatus.DONE)
+
+        await self.db.write(write)
 
     async def _content(
         self, channel: Channel, thread: Thread, event: Event
@@ -343,6 +359,9 @@ class Dispatcher:
                 turn_id=reply.id,
                 messages=compose(kind, recorded.delivered, extra),
                 dedupe=f"turn:{reply.id}",
+            )
+            channel_consent.ask_if_needed(
+                conn, kind, channel, thread, recorded.conversation.id, self.service.policies
             )
 
         return on_record

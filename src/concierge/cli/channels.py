@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +346,30 @@ def reseal(ctx: Context) -> None:
     with database(settings) as db:
         count = db.write_sync(lambda conn: channel_store.reseal(conn, box))
     click.echo(f"resealed the secrets of {count} channel(s)")
+
+
+@command.command("work")
+@pass_context
+def work(ctx: Context) -> None:
+    """Run the channel workers without an HTTP server: inbound events through the assistants
+    and the outbox out to the platforms, for deployments whose web replicas only take webhooks
+    (channel_dispatch = false). Stops on SIGTERM or Ctrl-C; work in hand is left to the
+    queue's leases (another worker, or this one restarted, takes it up)."""
+    from concierge.app import Concierge
+
+    settings = ctx.settings(channel_dispatch=True)
+
+    async def run() -> None:
+        app = Concierge(settings)
+        await app.startup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo("channel workers running (Ctrl-C to stop)", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await app.shutdown()
+
+    asyncio.run(run())

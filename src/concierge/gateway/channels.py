@@ -142,6 +142,7 @@ async def update_channel(channel: str, request: Request) -> JSON:
         return done, service.assistant_names(conn, key.org_id)
 
     done, names = await concierge(request).db.write(write)
+    service.forget(done.id)
     return JSON(_shown(request, done, names))
 
 
@@ -154,6 +155,7 @@ async def delete_channel(channel: str, request: Request, key: AdminKey) -> JSON:
         channel_store.remove(conn, current, key.actor)
 
     await concierge(request).db.write(write)
+    service.forget(channel)
     return JSON({"id": channel, "object": "channel.deleted", "deleted": True})
 
 
