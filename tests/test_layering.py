@@ -47,6 +47,14 @@ OWNERS = {
     "channel_events": "concierge.channels",
     "channel_outbox": "concierge.channels",
     "channel_media": "concierge.channels",
+    "inbox_agents": "concierge.inbox",
+    "inbox_teams": "concierge.inbox",
+    "inbox_team_members": "concierge.inbox",
+    "inbox_items": "concierge.inbox",
+    "inbox_notes": "concierge.inbox",
+    "inbox_canned": "concierge.inbox",
+    "inbox_settings": "concierge.inbox",
+    "inbox_cursor": "concierge.inbox",
     "metadata": "concierge.store",  # the migrations' view of every table
 }
 

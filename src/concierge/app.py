@@ -34,6 +34,7 @@ from concierge.gateway.limits import BodySizeLimit, RefuseNul
 from concierge.gateway.routes import Routes
 from concierge.governance.logs import install_log_redaction
 from concierge.governance.service import Governance
+from concierge.inbox.service import Inbox
 from concierge.knowledge.parsers import Parsers
 from concierge.knowledge.service import Knowledge
 from concierge.metering import Metering
@@ -104,6 +105,8 @@ class Concierge:
             Toolbox.from_plugins(self.pm, settings),
         )
         self.channels = Channels(self.db, settings, self.pm, self.runtime, self.egress)
+        # The inbox's messages to customers (out-of-hours, CSAT) go out the channel's way.
+        self.inbox = Inbox(self.db, settings.inbox_poll_seconds, self.channels.platform_message)
         self.widget_signer = VisitorSigner()
         self.widget_keys = WidgetKeys(settings.key_cache_seconds)
         self._warmups: list[asyncio.Future[Any]] = []
@@ -127,6 +130,7 @@ class Concierge:
         self.retention.start()
         self.recovery.start()  # replies a stopped process left half-written: interrupted
         self.channels.start()  # inbound events and the outbox, left by any process, resume
+        self.inbox.start()
         resumed = await self.knowledge.resume()
         if resumed:
             log.info("resuming ingestion in %d knowledge base(s)", resumed)
@@ -151,6 +155,7 @@ class Concierge:
                     log.exception("a plugin's shutdown failed")
         await self.retention.stop()
         await self.recovery.stop()
+        await self.inbox.close()
         await self.channels.close()
         await self.knowledge.close()
         await self.egress.close()

@@ -306,6 +306,13 @@ class Settings(BaseModel):
         description="The server's address as platforms reach it (https://concierge.example.com),"
         " for channels' webhook URLs; default: the address a request came to.",
     )
+    inbox_poll_seconds: float = Field(
+        1.0,
+        ge=0.05,
+        le=300,
+        description="How often the inbox opens conversations handed to people, reopens those "
+        "customers answered, ends snoozes, flags SLA breaches and assigns.",
+    )
     channel_dispatch: bool = Field(
         True,
         description="Run the channel workers (inbound processing, the outbox) in this server; "

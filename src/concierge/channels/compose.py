@@ -32,14 +32,20 @@ def trailing_options(text: str) -> tuple[str, list[str]]:
 
 
 def compose(
-    kind: ChannelType, text: str, extra: tuple[Choice, ...] = (), *, human: bool = False
+    kind: ChannelType,
+    text: str,
+    extra: tuple[Choice, ...] = (),
+    *,
+    human: bool = False,
+    raw_choices: bool = False,
 ) -> list[Outbound]:
     """The messages that carry ``text`` on ``kind``'s platform (``extra``: choices the
-    platform adds, such as "Talk to a person")."""
+    platform adds, such as "Talk to a person"; ``raw_choices``: the text is the platform's
+    own, its lines are not read as options)."""
     choices: tuple[Choice, ...] = ()
     room = max(kind.max_buttons, kind.max_list)
     if room:
-        lead, options = trailing_options(text)
+        lead, options = (text, []) if raw_choices else trailing_options(text)
         offered = tuple(Choice(id=o, title=o) for o in options) + extra
         if options and len(offered) <= room:
             text, choices = lead, offered

@@ -14,9 +14,16 @@ from sqlalchemy import Connection
 
 from concierge.assistants import definitions
 from concierge.assistants.runtime import Runtime
-from concierge.channels import delivery, queue
+from concierge.channels import delivery, outbox, queue
 from concierge.channels import store as channel_store
-from concierge.channels.base import ChannelType, MalformedEvent, PlatformHttp, Template
+from concierge.channels.base import (
+    ChannelType,
+    Choice,
+    MalformedEvent,
+    PlatformHttp,
+    Template,
+)
+from concierge.channels.compose import compose
 from concierge.channels.intake import Intake
 from concierge.channels.media import MediaReader
 from concierge.channels.pacing import MemoryPacer, Pacer, RedisPacer
@@ -25,6 +32,7 @@ from concierge.channels.registry import ChannelTypes
 from concierge.channels.store import Channel, ChannelStatus
 from concierge.channels.worker import Dispatcher
 from concierge.config import Settings
+from concierge.conversations.store import Conversation
 from concierge.egress import Egress
 from concierge.errors import NotFound
 from concierge.secretbox import SecretBox
@@ -152,6 +160,33 @@ class Channels:
             text=text,
             template=template,
         )
+
+    def platform_message(
+        self,
+        conn: Connection,
+        conversation: Conversation,
+        turn_id: int,
+        text: str,
+        choices: list[tuple[str, str]],
+    ) -> None:
+        """A message from the platform (the inbox's out-of-hours reply or CSAT question),
+        already on record as ``turn_id``: queued on the conversation's channel, if it has one
+        (on the web widget the turn itself is what the visitor sees)."""
+        carrier = self.carrier(conn, conversation.id)
+        if carrier is None:
+            return
+        offered = tuple(Choice(id=ident, title=title) for ident, title in choices)
+        outbox.enqueue(
+            conn,
+            channel_id=carrier.channel.id,
+            org_id=carrier.channel.org_id,
+            thread_id=carrier.thread.id,
+            conversation_id=conversation.id,
+            turn_id=turn_id,
+            messages=compose(carrier.kind, text, offered, raw_choices=True),
+            dedupe=f"turn:{turn_id}",
+        )
+        self.dispatcher.outbound.wake.set()
 
     # -- webhooks --------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from concierge.channels.queue import EventStatus, QueuedEvent, Thread
 from concierge.channels.store import Channel, ChannelStatus
 from concierge.conversations import store as conversations
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, RateLimited
+from concierge.inbox import items as inbox_items
 
 if TYPE_CHECKING:
     from concierge.channels.service import Channels
@@ -58,6 +59,7 @@ CANNOT_READ_OTHER = (
     "Thank you, I have kept your file for our team, but I cannot open it myself. Please tell me "
     "what you need in a message, or ask for a person."
 )
+THANKS_FOR_RATING = "Thank you for your rating."
 # Model failures that a later try may not fix: the customer gets the apology at once.
 MODEL_DOWN = ("service_unavailable", "upstream_error", "not_found_error")
 
@@ -255,6 +257,9 @@ class Dispatcher:
         if channel_consent.is_answer(event.choice):
             await self._consent(channel, thread, queued)
             return
+        if event.choice and event.choice.startswith(inbox_items.CSAT_PREFIX):
+            await self._rate(channel, thread, queued)
+            return
         text, extra, unreadable, media_ids = await self._content(channel, thread, event)
         if event.choice == HUMAN_CHOICE:
             text = ASK_FOR_HUMAN
@@ -282,6 +287,30 @@ class Dispatcher:
         def write(conn: Connection) -> None:
             channel_consent.record_answer(
                 conn, kind, channel, thread, choice, policies, queued.event.key
+            )
+            queue.finish(conn, queued.id, EventStatus.DONE)
+
+        await self.db.write(write)
+
+    async def _rate(self, channel: Channel, thread: Thread, queued: QueuedEvent) -> None:
+        """A press of a CSAT button: the rating recorded on the conversation's inbox item."""
+        kind = self.service.types.get(channel.type)
+        score = (queued.event.choice or "")[len(inbox_items.CSAT_PREFIX) :]
+        if not score.isdigit() or thread.conversation_id is None:
+            raise InvalidRequest("not a rating of this customer's conversation", param="choice")
+
+        def write(conn: Connection) -> None:
+            assert thread.conversation_id is not None
+            inbox_items.rate(conn, channel.org_id, thread.conversation_id, int(score))
+            outbox.enqueue(
+                conn,
+                channel_id=channel.id,
+                org_id=channel.org_id,
+                thread_id=thread.id,
+                conversation_id=thread.conversation_id,
+                turn_id=None,
+                messages=compose(kind, THANKS_FOR_RATING),
+                dedupe=f"rated:{queued.event.key}"[:70],
             )
             queue.finish(conn, queued.id, EventStatus.DONE)
 

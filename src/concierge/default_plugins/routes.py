@@ -26,6 +26,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
         files,
         governance,
         health,
+        inbox,
         knowledge,
         openai,
         vector_stores,
@@ -40,6 +41,7 @@ def register_routes(routes: Routes, concierge: Concierge) -> None:
     routes.include(assistants.router, body_models=assistants.BODY_MODELS)
     routes.include(conversations.router, body_models=conversations.BODY_MODELS)
     routes.include(channels.router, body_models=channels.BODY_MODELS)
+    routes.include(inbox.router, body_models=inbox.BODY_MODELS)
     routes.include(complaints.router, body_models=complaints.BODY_MODELS)
     routes.include(governance.router, body_models=governance.BODY_MODELS)
     routes.include(governance.admin)

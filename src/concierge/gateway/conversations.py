@@ -55,6 +55,8 @@ from concierge.gateway.schemas import (
     RowId,
 )
 from concierge.gateway.state import concierge
+from concierge.inbox import items as inbox_items
+from concierge.inbox import settings as inbox_settings
 from concierge.models.base import TokenCount
 
 router = APIRouter(prefix="/v1", tags=["Conversations"])
@@ -330,9 +332,11 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
             )
         if found.status != ConversationStatus.HUMAN:
             found = store.set_status(conn, found, ConversationStatus.HUMAN)
-        turn = store.add_turn(conn, found, "human", content, author=body.author or key.name)
+        author = body.author or key.name
+        turn = store.add_turn(conn, found, "human", content, author=author)
         if carrier is not None:  # out through the channel's outbox, in this transaction
             channels.queue_human_reply(conn, carrier, turn.id, content, template)
+        inbox_items.person_replied(conn, key.org_id, found.id, author)
         return turn
 
     turn = await concierge(request).db.write(write)
@@ -367,6 +371,19 @@ async def handoff(conversation: RowId, request: Request) -> JSON:
 async def handback(conversation: RowId, request: Request, key: InboxKey) -> JSON:
     def write(conn: Connection) -> Conversation:
         found = store.get(conn, key.org_id, conversation)
+        item = inbox_items.find(conn, key.org_id, found.id)
+        if item is not None and item.status != inbox_items.ItemStatus.RESOLVED:
+            # People are done with it: resolved in the inbox, without asking for a rating.
+            inbox_items.resolve(
+                conn,
+                key.org_id,
+                found.id,
+                actor=key.actor,
+                settings=inbox_settings.get(conn, key.org_id),
+                notify=None,
+                ask_rating=False,
+            )
+            return store.get(conn, key.org_id, found.id)
         return store.set_status(conn, found, ConversationStatus.ASSISTANT)
 
     return JSON((await concierge(request).db.write(write)).to_dict())

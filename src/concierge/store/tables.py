@@ -7,7 +7,9 @@ ingestion_jobs and files -> ``concierge.knowledge``; assistants and assistant_ve
 ``concierge.assistants``; end_users, conversations, turns and memories ->
 ``concierge.conversations``; audit_log, audit_head, org_policies, consents, reports,
 legal_holds and scheduled_jobs -> ``concierge.governance``; channels, channel_threads,
-channel_events, channel_outbox and channel_media -> ``concierge.channels``.
+channel_events, channel_outbox and channel_media -> ``concierge.channels``; inbox_agents,
+inbox_teams, inbox_team_members, inbox_items, inbox_notes, inbox_canned, inbox_settings and
+inbox_cursor -> ``concierge.inbox``.
 """
 
 from __future__ import annotations
@@ -560,4 +562,124 @@ channel_media = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_channel_media_thread_id", "thread_id"),
     Index("ix_channel_media_turn_id", "turn_id"),
+)
+
+
+# -- the inbox: people's side of conversations -----------------------------------------------
+
+# People who answer customers (an account id until people sign in to the console).
+inbox_agents = Table(
+    "inbox_agents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("account", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capacity", Integer, nullable=False),  # open conversations at once
+    Column("available", Boolean, nullable=False),
+    Column("last_assigned_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "account", name="uq_inbox_agents_org_id_account"),
+)
+
+inbox_teams = Table(
+    "inbox_teams",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("assignment", String(20), nullable=False),  # manual | round_robin | capacity
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "name", name="uq_inbox_teams_org_id_name"),
+)
+
+inbox_team_members = Table(
+    "inbox_team_members",
+    metadata,
+    Column("team_id", Integer, ForeignKey("inbox_teams.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "agent_id", Integer, ForeignKey("inbox_agents.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+# One per conversation people have had: its place in the inbox, the SLA, the CSAT answer.
+inbox_items = Table(
+    "inbox_items",
+    metadata,
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("org_id", Integer, nullable=False),
+    Column("channel", String(32), nullable=False),  # the conversation's, for filters and reports
+    Column("assistant_id", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # open | pending | snoozed | resolved
+    Column("snoozed_until", DateTime(timezone=True), nullable=True),
+    Column("assignee_id", Integer, ForeignKey("inbox_agents.id", ondelete="SET NULL")),
+    Column("team_id", Integer, ForeignKey("inbox_teams.id", ondelete="SET NULL")),
+    Column("labels", JSON, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("first_response_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("first_response_due", DateTime(timezone=True), nullable=True),
+    Column("resolution_due", DateTime(timezone=True), nullable=True),
+    Column("breaches", JSON, nullable=False),  # first_response | resolution
+    Column("out_of_hours", Boolean, nullable=False),  # opened outside business hours
+    Column("csat_score", Integer, nullable=True),
+    Column("csat_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_inbox_items_org_id_status", "org_id", "status"),
+    Index("ix_inbox_items_assignee_id", "assignee_id"),
+)
+
+inbox_notes = Table(
+    "inbox_notes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, nullable=False),
+    Column(
+        "conversation_id", BigId, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("author", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_inbox_notes_conversation_id", "conversation_id"),
+)
+
+inbox_canned = Table(
+    "inbox_canned",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", Integer, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("shortcut", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "shortcut", name="uq_inbox_canned_org_id_shortcut"),
+)
+
+# Business hours, SLA targets, CSAT and assignment defaults of an organisation.
+inbox_settings = Table(
+    "inbox_settings",
+    metadata,
+    Column(
+        "org_id",
+        Integer,
+        ForeignKey("organizations.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("config", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# How far the inbox has read the turns (one row): customers' messages reopen what waits on them.
+inbox_cursor = Table(
+    "inbox_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("turn_id", BigInteger, nullable=False),
 )
