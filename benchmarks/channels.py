@@ -415,13 +415,19 @@ def kill_recovery(stack: Stack, channel: str, messages: int) -> dict[str, Any]:
         return [s for s in stack.sent() if s[4] == "text"]  # not the consent questions
 
     answered_before = len({s[1] for s in replies()})
+    killed_at = time.time()
     ready_s = stack.start_server()
     wait_for(lambda: len({s[1] for s in replies()}) >= messages, 300)
     done = time.monotonic() - killed
     recipients = Counter(s[1] for s in replies())
+    after = sorted(s[0] - killed_at - ready_s for s in replies() if s[0] > killed_at)
     return {
         "messages": messages,
         "answered_before_kill": answered_before,
+        "answered_after_restart": len(after),
+        "after_ready_p50_s": pct(after, 0.5) if after else None,
+        "after_ready_p90_s": pct(after, 0.9) if after else None,
+        "in_doubt_waits": sum(1 for a in after if a > 30),
         "restart_to_ready_s": round(ready_s, 2),
         "kill_to_all_answered_s": round(done, 2),
         "ready_to_all_answered_s": round(done - ready_s, 2),
