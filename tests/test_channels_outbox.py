@@ -3,13 +3,14 @@ backoff, permanent refusals and the customer-service window, templates; Messenge
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from concierge.channels.pacing import MemoryPacer
+from concierge.channels.pacing import MemoryPacer, Pacer, RedisPacer
 from concierge.channels.text import split
 from concierge.store.tables import channel_outbox, channel_threads, conversations
 from tests.peers.meta import (
@@ -139,14 +140,38 @@ async def test_a_long_reply_is_split_on_sentences_and_sent_in_order(
     assert all(len(b) <= 4096 and b.endswith(".") for b in bodies)
 
 
-async def test_the_pacer_keeps_a_sender_under_its_rate() -> None:
-    pacer = MemoryPacer()
-    waits = [await pacer.reserve("whatsapp:1", 80.0) for _ in range(160)]
-    # Slots 1/80 s apart: the 160th message leaves about two seconds after the first.
-    assert waits[0] == 0
-    assert abs(waits[-1] - 159 / 80) < 0.05
-    await pacer.hold("whatsapp:1", 5.0)
-    assert await pacer.reserve("whatsapp:1", 80.0) >= 4.9
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_the_pacer_keeps_a_sender_under_its_rate(kind: str) -> None:
+    prefix = f"test-pace-{uuid.uuid4().hex[:8]}"
+    pacer: Pacer = (
+        MemoryPacer() if kind == "memory" else RedisPacer("redis://127.0.0.1:6379/15", prefix)
+    )
+    try:
+        waits = [await pacer.reserve("whatsapp:1", 80.0) for _ in range(160)]
+        # Slots 1/80 s apart: the 160th message leaves about two seconds after the first.
+        assert waits[0] <= 0.01
+        assert abs(waits[-1] - 159 / 80) < 0.1
+        await pacer.hold("whatsapp:1", 5.0)
+        assert await pacer.reserve("whatsapp:1", 80.0) >= 4.8
+        assert await pacer.reserve("telegram:2", 30.0) <= 0.01  # another sender: its own pace
+    finally:
+        await pacer.close()
+
+
+async def test_replicas_share_one_schedule_through_redis() -> None:
+    prefix = f"test-pace-{uuid.uuid4().hex[:8]}"
+    a = RedisPacer("redis://127.0.0.1:6379/15", prefix)
+    b = RedisPacer("redis://127.0.0.1:6379/15", prefix)
+    try:
+        waits = []
+        for _ in range(50):
+            waits.append(await a.reserve("whatsapp:9", 50.0))
+            waits.append(await b.reserve("whatsapp:9", 50.0))
+        # One schedule: the 100th slot of the two together is ~2 s out, not ~1 s.
+        assert abs(max(waits) - 99 / 50) < 0.15
+    finally:
+        await a.close()
+        await b.close()
 
 
 # -- Messenger -------------------------------------------------------------------------------

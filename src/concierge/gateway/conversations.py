@@ -55,6 +55,7 @@ from concierge.gateway.schemas import (
     RowId,
 )
 from concierge.gateway.state import concierge
+from concierge.governance import audit
 from concierge.inbox import items as inbox_items
 from concierge.inbox import settings as inbox_settings
 from concierge.models.base import TokenCount
@@ -336,7 +337,18 @@ async def human_message(conversation: RowId, request: Request) -> JSON:
         turn = store.add_turn(conn, found, "human", content, author=author)
         if carrier is not None:  # out through the channel's outbox, in this transaction
             channels.queue_human_reply(conn, carrier, turn.id, content, template)
+        if inbox_items.find(conn, key.org_id, found.id) is None:  # taken without a handoff
+            settings = inbox_settings.get(conn, key.org_id)
+            inbox_items.open_for(conn, found, settings, None, datetime.now(UTC))
         inbox_items.person_replied(conn, key.org_id, found.id, author)
+        audit.record(
+            conn,
+            "inbox.reply",
+            actor=key.actor,
+            org_id=key.org_id,
+            target=f"conversation:{found.id}",
+            details={"turn_id": turn.id, "author": author, "template": bool(template)},
+        )
         return turn
 
     turn = await concierge(request).db.write(write)
