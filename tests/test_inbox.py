@@ -265,3 +265,34 @@ async def test_the_inbox_is_the_organisation_s_own(pipeline: Pipeline) -> None:
     # Settings, agents and teams are the administrator's.
     put = await pipeline.client.put("/v1/inbox/settings", json={}, headers=headers)
     assert put.status_code == 403
+
+
+async def test_a_widget_visitor_rates_the_help_after_resolution(pipeline: Pipeline) -> None:
+    from tests.conftest import http_client
+
+    w = "/widget/v1/default/support"
+    await pipeline.assistant(widget=True)
+    async with http_client(pipeline.app, key=None) as widget:
+        me = {"X-Concierge-Visitor": (await widget.post(f"{w}/visitors")).json()["token"]}
+        cid = (await widget.post(f"{w}/conversations", headers=me)).json()["id"]
+        early = await widget.post(f"{w}/conversations/{cid}/rating", headers=me, json={"score": 5})
+        assert early.status_code == 409
+        await pipeline.client.post(f"/v1/conversations/{cid}/handoff", json={})
+        await pipeline.app.inbox.tick()
+        assert (await widget.get(f"{w}/conversations/{cid}", headers=me)).json()["rating"] is None
+        await pipeline.client.post(f"/v1/inbox/{cid}/resolve", json={})
+        shown = (await widget.get(f"{w}/conversations/{cid}", headers=me)).json()
+        assert shown["rating"] == {"open": True, "score": None}
+        assert shown["turns"][-1]["content"].startswith("How would you rate")
+        bad = await widget.post(f"{w}/conversations/{cid}/rating", headers=me, json={"score": 9})
+        assert bad.status_code == 400
+        rated = await widget.post(f"{w}/conversations/{cid}/rating", headers=me, json={"score": 4})
+        assert rated.status_code == 200 and rated.json()["score"] == 4
+        twice = await widget.post(f"{w}/conversations/{cid}/rating", headers=me, json={"score": 1})
+        assert twice.status_code == 409
+        other = {"X-Concierge-Visitor": (await widget.post(f"{w}/visitors")).json()["token"]}
+        stranger = await widget.post(
+            f"{w}/conversations/{cid}/rating", headers=other, json={"score": 1}
+        )
+        assert stranger.status_code == 404
+    assert (await item(pipeline, cid))["csat"]["score"] == 4

@@ -41,10 +41,11 @@ from concierge.assistants.events import Inbound
 from concierge.assistants.runtime import Runtime
 from concierge.conversations import store
 from concierge.conversations.store import Conversation
-from concierge.errors import AuthenticationFailed, NotFound, PermissionDenied
+from concierge.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from concierge.gateway import complaints, errors
 from concierge.gateway.body import parse
 from concierge.gateway.conversations import NativeFormat
+from concierge.gateway.inbox import RatingIn
 from concierge.gateway.limits import client_address
 from concierge.gateway.replies import respond
 from concierge.gateway.responses import JSON
@@ -53,6 +54,7 @@ from concierge.gateway.state import concierge
 from concierge.governance import consent, moderation
 from concierge.governance import policy as policies
 from concierge.governance.policy import OrgPolicy, PolicyCache, effective, pick_language
+from concierge.inbox import items as inbox_items
 from concierge.keys import ApiKey
 from concierge.models.base import TokenCount
 from concierge.store import Database
@@ -278,13 +280,43 @@ async def turns(
     def read(conn: Connection) -> dict[str, Any]:
         own = _own(conn, found, visitor, conversation)
         rows, more = store.list_turns(conn, own, after=after, limit=200)
+        item = inbox_items.find(conn, own.org_id, own.id)
         return {
             **own.to_dict(),
             "turns": [t.to_dict() for t in rows],
             "has_more": more,
+            # After people resolved it: the visitor may rate the help (CSAT), once.
+            "rating": (
+                None
+                if item is None or item.resolved_at is None
+                else {"open": item.csat_score is None, "score": item.csat_score}
+            ),
         }
 
     return JSON(await concierge(request).db.read(read))
+
+
+@router.post(
+    "/{org}/{assistant}/conversations/{conversation}/rating",
+    summary="Rate the help people gave (1-5) after they resolved the conversation",
+)
+async def rate(org: str, assistant: str, conversation: RowId, request: Request) -> JSON:
+    entry = await _gate(request, org, assistant)
+    found, visitor = entry.assistant, entry.visitor
+    body = await parse(request, RatingIn)
+
+    def write(conn: Connection) -> dict[str, Any]:
+        own = _own(conn, found, visitor, conversation)
+        item = inbox_items.find(conn, own.org_id, own.id)
+        if item is None or item.resolved_at is None:
+            raise Conflict("this conversation has not been resolved by the team")
+        if item.csat_score is not None:
+            raise Conflict("this conversation has been rated already")
+        done = inbox_items.rate(conn, own.org_id, own.id, body.score)
+        return {"object": "inbox.rating", "score": done.csat_score}
+
+    async with _metered(request, entry, "widget.rating"):
+        return JSON(await concierge(request).db.write(write))
 
 
 @router.post(

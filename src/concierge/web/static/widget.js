@@ -62,6 +62,9 @@
     ".msg.partial::after{content:' …';color:#888}",
     ".notice{margin:0;align-self:center;font-size:12.5px;color:#555;background:#f0f1f4;padding:6px 10px;border-radius:10px;text-align:center}",
     ".notice.error{background:#fde8e8;color:#8a1c1c}",
+    ".rating{align-self:center;display:flex;gap:6px}",
+    ".rating button{min-width:36px;min-height:36px;border:1px solid #c9cdd6;border-radius:8px;background:#fff;font-size:14px;cursor:pointer}",
+    ".rating button:focus-visible{outline:3px solid #1a56db;outline-offset:2px}",
     ".sources{margin-top:8px;border-top:1px solid #eceef2;padding-top:6px;font-size:12.5px}",
     ".sources summary{cursor:pointer;color:#1f4fd1;font-weight:600}",
     ".sources ol{margin:6px 0 0;padding-left:18px}",
@@ -284,6 +287,36 @@
     if (turn.role === "assistant" && turn.model) reportButton(div, turn.id);
   }
 
+  // CSAT: once the team has resolved the conversation, the visitor may rate the help, 1 to 5.
+  function offerRating(rating) {
+    if (!rating || !rating.open || state.ratingShown) return;
+    state.ratingShown = true;
+    var box = document.createElement("div");
+    box.className = "rating";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Rate the help you received, 1 (poor) to 5 (excellent)");
+    [1, 2, 3, 4, 5].forEach(function (score) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = String(score);
+      button.setAttribute("aria-label", score + " out of 5");
+      button.addEventListener("click", async function () {
+        box.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        try {
+          await json("POST", "/conversations/" + state.conversation + "/rating", {score: score});
+          box.remove();
+          notice("Thank you for your rating.");
+        } catch (e) {
+          box.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
+          notice("Your rating could not be sent. Please try again.", true);
+        }
+      });
+      box.appendChild(button);
+    });
+    log.appendChild(box);
+    scroll();
+  }
+
   function setStatus(status) {
     var was = state.status;
     state.status = status;
@@ -308,6 +341,7 @@
       try {
         var data = await json("GET", "/conversations/" + state.conversation + "?after=" + state.lastTurn);
         showTurns(data.turns);
+        offerRating(data.rating);
         setStatus(data.status);
         return;  // setStatus scheduled the next one
       } catch (e) { /* a missed poll is retried on the next tick */ }
