@@ -81,6 +81,7 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
         db_url,
         models_dir,
         llm_enabled="false",
+        embedding_enabled="false",  # no knowledge here: a faster start
         upstreams=json.dumps([{"name": "up", "base_url": upstream.base_url, "models": ["big"]}]),
         egress_allowed_networks='["127.0.0.1"]',
         channel_lease_seconds="2",
@@ -111,7 +112,7 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
             assert await _post(server, channel["id"], body) == 200
         await _wait(lambda: len(upstream.requests) >= 8, 20, "eight replies under way")
         server.kill()
-        assert graph.sent == []
+        assert graph.replies == []
 
         # 2. A new process: every message answered once, the half-written drafts taken back.
         stall["on"] = False
@@ -120,7 +121,7 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
         await _wait(lambda: len(graph.replies) >= len(CUSTOMERS), 30, "every reply")
         recovery = time.monotonic() - started
         await asyncio.sleep(1.0)  # nothing more may come
-        assert Counter(m["to"] for m in graph.sent) == Counter(CUSTOMERS)
+        assert Counter(m["to"] for m in graph.replies) == Counter(CUSTOMERS)
         stored = _rows(db_url, turns)
         by_conversation: dict[int, list[str]] = {}
         for turn in stored:
@@ -137,10 +138,10 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
             lambda: any(c[2] and c[2].get("to") == late for c in graph.calls), 20, "the send"
         )
         server.kill()
-        await _wait(lambda: any(m["to"] == late for m in graph.sent), 10, "the platform")
+        await _wait(lambda: any(m["to"] == late for m in graph.replies), 10, "the platform")
         graph.delay = 0.0
         [in_doubt] = [r for r in _rows(db_url, channel_outbox) if r.status == "sending"]
-        wamid = next(m for m in graph.sent if m["to"] == late)
+        wamid = next(m for m in graph.replies if m["to"] == late)
 
         # 4. The restarted server waits for the status callback, which settles it: not resent.
         server = await _start(env, tmp_path)
@@ -152,7 +153,7 @@ async def test_kill_9_loses_no_message_and_sends_no_reply_twice(
 
         await _wait(lambda: settled().status == "delivered", 10, "the callback")
         await asyncio.sleep(1.0)
-        assert [m["to"] for m in graph.sent].count(late) == 1
+        assert [m["to"] for m in graph.replies].count(late) == 1
         assert settled().platform_id == "wamid.LATE"
         assert wamid["biz_opaque_callback_data"] == f"cc-out:{in_doubt.id}"
         assert len(_rows(db_url, conversations)) == len(CUSTOMERS) + 1

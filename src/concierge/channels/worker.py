@@ -1,5 +1,6 @@
 """The workers every server process runs for its channels: inbound events through the reply
-pipeline, status callbacks onto the outbox, and the outbox out to the platforms.
+pipeline and status callbacks onto the outbox (the outbox goes out through
+:class:`concierge.channels.sender.Sender`).
 
 Each loop wakes when this process queued work (a webhook, a person's reply) and otherwise
 polls every ``channel_poll_seconds`` for work other replicas queued. Work on one customer's
@@ -13,11 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
@@ -29,8 +26,9 @@ from concierge.channels import media as media_store
 from concierge.channels import outbox, queue
 from concierge.channels.base import Choice, Event, EventKind, SendFailed
 from concierge.channels.compose import compose
-from concierge.channels.outbox import OutboxRow, OutboxStatus
+from concierge.channels.loops import Loop, Workers, worker_name
 from concierge.channels.queue import EventStatus, QueuedEvent, Thread
+from concierge.channels.sender import Sender
 from concierge.channels.store import Channel, ChannelStatus
 from concierge.conversations import store as conversations
 from concierge.errors import ConciergeError, InvalidRequest, NotFound, RateLimited
@@ -64,92 +62,32 @@ THANKS_FOR_RATING = "Thank you for your rating."
 MODEL_DOWN = ("service_unavailable", "upstream_error", "not_found_error")
 
 
-def worker_name() -> str:
-    return f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+class Dispatcher(Workers):
+    """Inbound events and status callbacks; the outbox through its :class:`Sender`."""
 
-
-@dataclass
-class Loop:
-    """One background loop: runs ``step`` when woken or every ``interval`` seconds."""
-
-    name: str
-    step: Callable[[], Awaitable[bool]]  # True: more work may be waiting right now
-    interval: float
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"channels-{self.name}")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                more = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database hiccup must not end the loop
-                log.exception("channel %s loop failed; retrying", self.name)
-                more = False
-            if more:
-                await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
-            self.wake.clear()
-
-
-class Dispatcher:
     def __init__(self, service: Channels) -> None:
-        self.service = service
-        self.settings = service.settings
-        self.db = service.db
-        self.name = worker_name()
+        super().__init__(service, worker_name())
         interval = self.settings.channel_poll_seconds
         self.inbound = Loop("inbound", self._inbound_step, interval)
         self.statuses = Loop("statuses", self._status_step, interval)
-        self.outbound = Loop("outbound", self._outbound_step, interval)
+        self.sender = Sender(service, self.name)
+        self.outbound = self.sender.loop
         self._slots = asyncio.Semaphore(self.settings.channel_workers)
-        self._send_slots = asyncio.Semaphore(64)
         self._busy: set[int] = set()  # threads this process works on
-        self._sending: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         for loop in (self.inbound, self.statuses, self.outbound):
             loop.start()
 
     async def close(self) -> None:
-        for loop in (self.inbound, self.statuses, self.outbound):
+        for loop in (self.inbound, self.statuses):
             await stop(loop.task)
-        for task in list(self._tasks):
-            await stop(task)
+        await self._stop_tasks()
+        await self.sender.close()
 
     def wake(self) -> None:
         for loop in (self.inbound, self.statuses, self.outbound):
             loop.wake.set()
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- leases ----------------------------------------------------------------------------
-
-    async def _lease(self, thread_id: int, *, send: bool) -> bool:
-        seconds = self.settings.channel_lease_seconds
-        return await self.db.write(
-            lambda conn: queue.lease(conn, thread_id, self.name, seconds, send=send)
-        )
-
-    async def _keep(self, thread_id: int, *, send: bool) -> None:
-        """Renew a lease until cancelled."""
-        while True:
-            await asyncio.sleep(self.settings.channel_lease_seconds / 3)
-            if not await self._lease(thread_id, send=send):
-                log.warning("lost the lease on channel thread %d", thread_id)
-
-    async def _release(self, thread_id: int, *, send: bool) -> None:
-        await self.db.write(lambda conn: queue.release(conn, thread_id, self.name, send=send))
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -449,130 +387,3 @@ class Dispatcher:
             )
         queue.drop(conn, [q.id for q in batch])
         return len(batch) == 200
-
-    # -- outbound --------------------------------------------------------------------------
-
-    async def _outbound_step(self) -> bool:
-        ready = await self.db.read(lambda conn: outbox.ready_threads(conn, 200))
-        for thread_id in ready:
-            if thread_id in self._sending:
-                continue
-            if not await self._lease(thread_id, send=True):
-                continue
-            self._sending.add(thread_id)
-            self._spawn(self._send_thread(thread_id))
-        return False
-
-    async def _send_thread(self, thread_id: int) -> None:
-        keeper = asyncio.create_task(self._keep(thread_id, send=True))
-        try:
-            async with self._send_slots:
-                while await self._send_next(thread_id):
-                    pass
-        except Exception:
-            log.exception("sending on channel thread %d failed", thread_id)
-        finally:
-            await stop(keeper)
-            self._sending.discard(thread_id)
-            with contextlib.suppress(Exception):
-                await self._release(thread_id, send=True)
-
-    async def _send_next(self, thread_id: int) -> bool:
-        """Send the thread's next message: True to go on with the one after it."""
-        service = self.service
-
-        def read(conn: Connection) -> tuple[OutboxRow, Thread, Channel] | None:
-            row = outbox.head(conn, thread_id)
-            if row is None:
-                return None
-            return (
-                row,
-                queue.get_thread(conn, thread_id),
-                service.channel_by_id(conn, row.channel_id),
-            )
-
-        found = await self.db.read(read)
-        if found is None:
-            return False
-        row, thread, channel = found
-        now = datetime.now(UTC)
-        kind = service.types.get(channel.type)
-        if row.status == OutboxStatus.SENDING:  # in doubt: the last try was cut short
-            waited = (now - row.updated_at).total_seconds()
-            if waited < self.settings.outbox_in_doubt_seconds:
-                self.outbound.wake.set()
-                return False  # its status callback may still come
-            if not kind.echoes_tag:
-                await self._fail(
-                    row,
-                    "the server stopped while sending this message; the platform cannot tell "
-                    "whether it arrived, so it is not sent again (resend it if needed)",
-                    "in_doubt",
-                    OutboxStatus.UNKNOWN,
-                )
-                return True
-            # No callback for our tag within the grace period: it never went out.
-        elif row.available_at > now:
-            return False
-        if channel.status != ChannelStatus.ACTIVE:
-            await self._fail(row, "the channel is disabled", "channel_disabled")
-            return True
-        closed = self._window_closed(kind.window, kind.human_window, thread, row, now)
-        if closed is not None:
-            await self._fail(row, closed, "window_closed")
-            return True
-        if row.attempts >= self.settings.outbox_max_attempts:
-            await self._fail(
-                row, f"gave up after {row.attempts} attempts: {row.error}", row.error_code
-            )
-            return True
-        sender = kind.sender_id(channel.config)
-        rate = float(getattr(channel.config, "messages_per_second", kind.default_rate))
-        await service.pacer.wait(sender, rate)
-        await self.db.write(lambda conn: outbox.mark_sending(conn, row.id))
-        try:
-            sent = await kind.send(service.http(), channel.config, thread.sender, row.message)
-        except SendFailed as exc:
-            if exc.permanent:
-                await self._fail(row, exc.message, exc.code or "refused")
-                return True
-            delay = exc.retry_after or outbox.backoff(
-                row.attempts + 1, self.settings.outbox_retry_seconds
-            )
-            if exc.rate_limited and exc.retry_after:
-                await service.pacer.hold(sender, exc.retry_after)
-            error, code = exc.message, exc.code
-            await self.db.write(lambda conn: outbox.mark_retry(conn, row.id, delay, error, code))
-            return False
-        await self.db.write(lambda conn: outbox.mark_sent(conn, row.id, sent.platform_id))
-        return True
-
-    @staticmethod
-    def _window_closed(
-        window: timedelta | None,
-        human_window: timedelta | None,
-        thread: Thread,
-        row: OutboxRow,
-        now: datetime,
-    ) -> str | None:
-        """Why the platform would refuse this message now, or None."""
-        if window is None or row.message.template is not None:
-            return None
-        allowed = human_window if row.message.human and human_window else window
-        last = thread.last_inbound_at
-        if last is None or now - last > allowed:
-            hours = int(allowed.total_seconds() // 3600)
-            return (
-                f"the customer's last message was more than {hours} hours ago; the platform "
-                "only takes an approved template now"
-            )
-        return None
-
-    async def _fail(
-        self,
-        row: OutboxRow,
-        error: str,
-        code: str | None,
-        status: OutboxStatus = OutboxStatus.FAILED,
-    ) -> None:
-        await self.db.write(lambda conn: outbox.mark_failed(conn, row.id, error, code, status))

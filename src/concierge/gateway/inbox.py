@@ -20,7 +20,7 @@ from concierge.gateway.body import json_body, parse
 from concierge.gateway.responses import JSON
 from concierge.gateway.schemas import MAX_ID, RowId, Strict
 from concierge.gateway.state import concierge
-from concierge.inbox import items, notes, people, reports
+from concierge.inbox import automation, items, notes, people, reports
 from concierge.inbox import settings as inbox_settings
 from concierge.inbox.items import Item, ItemStatus
 
@@ -300,7 +300,7 @@ async def list_inbox(
     def read(conn: Connection) -> tuple[list[Item], bool]:
         agent_id = people.agent(conn, key.org_id, assignee).id if assignee else None
         team_id = people.team(conn, key.org_id, team).id if team else None
-        return items.list_items(
+        return automation.list_items(
             conn,
             key.org_id,
             status=status,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from concierge.conversations import store as conversations
 from concierge.conversations.records import ConversationStatus
@@ -92,7 +92,7 @@ class Item:
         }
 
 
-def _item(row: Any) -> Item:
+def item_of(row: Any) -> Item:
     return Item(
         row.conversation_id,
         row.org_id,
@@ -122,7 +122,7 @@ def find(conn: Connection, org_id: int, conversation_id: int) -> Item | None:
             id_is(inbox_items.c.conversation_id, conversation_id), inbox_items.c.org_id == org_id
         )
     ).one_or_none()
-    return None if row is None else _item(row)
+    return None if row is None else item_of(row)
 
 
 def get(conn: Connection, org_id: int, conversation_id: int) -> Item:
@@ -135,7 +135,7 @@ def get(conn: Connection, org_id: int, conversation_id: int) -> Item:
     return found
 
 
-def _set(conn: Connection, item: Item, **values: Any) -> Item:
+def update_item(conn: Connection, item: Item, **values: Any) -> Item:
     values["updated_at"] = datetime.now(UTC)
     conn.execute(
         update(inbox_items)
@@ -249,97 +249,7 @@ def person_replied(conn: Connection, org_id: int, conversation_id: int, author: 
         # agent leaves it unassigned).
         with contextlib.suppress(NotFound):
             values["assignee_id"] = people.agent(conn, org_id, author).id
-    _set(conn, found, **values)
-
-
-def wake_snoozed(conn: Connection, now: datetime) -> int:
-    return int(
-        conn.execute(
-            update(inbox_items)
-            .where(inbox_items.c.status == ItemStatus.SNOOZED, inbox_items.c.snoozed_until <= now)
-            .values(status=ItemStatus.OPEN, snoozed_until=None, updated_at=now)
-        ).rowcount
-        or 0
-    )
-
-
-def flag_breaches(conn: Connection, now: datetime) -> int:
-    """Mark the SLA targets missed: no first response, or not resolved, by their due time."""
-    flagged = 0
-    rows = conn.execute(
-        select(inbox_items).where(
-            inbox_items.c.status != ItemStatus.RESOLVED,
-            or_(
-                (inbox_items.c.first_response_due <= now)
-                & inbox_items.c.first_response_at.is_(None),
-                inbox_items.c.resolution_due <= now,
-            ),
-        )
-    ).all()
-    for row in rows:
-        item = _item(row)
-        missed = set(item.breaches)
-        if (
-            item.first_response_at is None
-            and item.first_response_due
-            and item.first_response_due <= now
-        ):
-            missed.add("first_response")
-        if item.resolution_due and item.resolution_due <= now:
-            missed.add("resolution")
-        if missed != set(item.breaches):
-            _set(conn, item, breaches=sorted(missed))
-            audit.record(
-                conn,
-                "inbox.sla_breached",
-                actor="system:inbox",
-                org_id=item.org_id,
-                target=f"conversation:{item.conversation_id}",
-                details={"breached": sorted(missed - set(item.breaches))},
-            )
-            flagged += 1
-    return flagged
-
-
-def unassigned(conn: Connection, limit: int = 200) -> list[Item]:
-    rows = conn.execute(
-        select(inbox_items)
-        .where(inbox_items.c.status == ItemStatus.OPEN, inbox_items.c.assignee_id.is_(None))
-        .order_by(inbox_items.c.opened_at)
-        .limit(limit)
-    )
-    return [_item(r) for r in rows]
-
-
-def auto_assign(conn: Connection, item: Item, settings: InboxSettings) -> Item | None:
-    """Give an unassigned open item to the next agent (its team's rule, else the
-    organisation's); None when assignment is manual or nobody is free."""
-    mode: str = settings.assignment
-    if item.team_id is not None:
-        mode = people.team(conn, item.org_id, item.team_id).assignment
-    chosen = people.pick(conn, item.org_id, mode, item.team_id)
-    if chosen is None:
-        return None
-    done = conn.execute(
-        update(inbox_items)
-        .where(
-            inbox_items.c.conversation_id == item.conversation_id,
-            inbox_items.c.assignee_id.is_(None),
-        )
-        .values(assignee_id=chosen.id, updated_at=datetime.now(UTC))
-    )
-    if not done.rowcount:
-        return None
-    people.mark_assigned(conn, chosen.id)
-    audit.record(
-        conn,
-        "inbox.assigned",
-        actor="system:inbox",
-        org_id=item.org_id,
-        target=f"conversation:{item.conversation_id}",
-        details={"agent_id": chosen.id, "rule": mode},
-    )
-    return get(conn, item.org_id, item.conversation_id)
+    update_item(conn, found, **values)
 
 
 # -- what people do -------------------------------------------------------------------------
@@ -375,7 +285,7 @@ def assign(
         values["team_id"] = people.team(conn, org_id, team).id
     if not values:
         values["assignee_id"] = None  # unassign
-    done = _set(conn, item, **values)
+    done = update_item(conn, item, **values)
     _audit(conn, done, "assign", actor, agent_id=done.assignee_id, team_id=done.team_id)
     return done
 
@@ -388,7 +298,7 @@ def snooze(
         raise Conflict(f"conversation {conversation_id} is resolved; reopen it first")
     if until <= datetime.now(UTC):
         raise InvalidRequest("snooze until a time in the future", param="until")
-    done = _set(conn, item, status=ItemStatus.SNOOZED, snoozed_until=until)
+    done = update_item(conn, item, status=ItemStatus.SNOOZED, snoozed_until=until)
     _audit(conn, done, "snooze", actor, until=until.isoformat())
     return done
 
@@ -404,7 +314,7 @@ def set_status(
         conversation = conversations.get(conn, org_id, conversation_id)
         if conversation.status == ConversationStatus.ASSISTANT:
             conversations.set_status(conn, conversation, ConversationStatus.HUMAN)
-    done = _set(conn, item, status=status, snoozed_until=None, resolved_at=None)
+    done = update_item(conn, item, status=status, snoozed_until=None, resolved_at=None)
     _audit(conn, done, "status", actor, status=str(status))
     return done
 
@@ -427,7 +337,7 @@ def resolve(
     conversation = conversations.get(conn, org_id, conversation_id)
     conversation = conversations.set_status(conn, conversation, ConversationStatus.ASSISTANT)
     now = datetime.now(UTC)
-    done = _set(conn, item, status=ItemStatus.RESOLVED, resolved_at=now, snoozed_until=None)
+    done = update_item(conn, item, status=ItemStatus.RESOLVED, resolved_at=now, snoozed_until=None)
     _audit(conn, done, "resolve", actor)
     if ask_rating and settings.csat.enabled and notify is not None:
         choices = [(f"{CSAT_PREFIX}{n}", str(n)) for n in range(1, 6)]
@@ -442,7 +352,7 @@ def rate(conn: Connection, org_id: int, conversation_id: int, score: int) -> Ite
     item = get(conn, org_id, conversation_id)
     if item.resolved_at is None:
         raise Conflict(f"conversation {conversation_id} has not been resolved")
-    return _set(conn, item, csat_score=score, csat_at=datetime.now(UTC))
+    return update_item(conn, item, csat_score=score, csat_at=datetime.now(UTC))
 
 
 def label(
@@ -459,53 +369,9 @@ def label(
     labels += [lbl for lbl in add if lbl not in labels]
     if len(labels) > MAX_LABELS:
         raise InvalidRequest(f"a conversation has at most {MAX_LABELS} labels", param="add")
-    done = _set(conn, item, labels=labels)
+    done = update_item(conn, item, labels=labels)
     _audit(conn, done, "label", actor, add=add, remove=remove)
     return done
-
-
-def list_items(
-    conn: Connection,
-    org_id: int,
-    *,
-    status: ItemStatus | None = None,
-    assignee_id: int | None = None,
-    unassigned_only: bool = False,
-    team_id: int | None = None,
-    label_name: str | None = None,
-    channel: str | None = None,
-    breached: bool | None = None,
-    limit: int = 50,
-    before: int | None = None,
-) -> tuple[list[Item], bool]:
-    query = select(inbox_items).where(inbox_items.c.org_id == org_id)
-    if status is not None:
-        query = query.where(inbox_items.c.status == status)
-    if assignee_id is not None:
-        query = query.where(inbox_items.c.assignee_id == assignee_id)
-    if unassigned_only:
-        query = query.where(inbox_items.c.assignee_id.is_(None))
-    if team_id is not None:
-        query = query.where(inbox_items.c.team_id == team_id)
-    if channel is not None:
-        query = query.where(inbox_items.c.channel == channel)
-    if before is not None:
-        query = query.where(inbox_items.c.conversation_id < before)
-    query = query.order_by(inbox_items.c.conversation_id.desc())
-    found: list[Item] = []
-    more = False
-    # Labels and breaches are JSON lists: filtered here, reading on in pages.
-    for row in conn.execute(query):
-        item = _item(row)
-        if label_name is not None and label_name not in item.labels:
-            continue
-        if breached is not None and bool(item.breaches) != breached:
-            continue
-        if len(found) == limit:
-            more = True
-            break
-        found.append(item)
-    return found, more
 
 
 def find_many(conn: Connection, conversation_ids: list[int]) -> dict[int, Item]:
@@ -514,4 +380,4 @@ def find_many(conn: Connection, conversation_ids: list[int]) -> dict[int, Item]:
     rows = conn.execute(
         select(inbox_items).where(inbox_items.c.conversation_id.in_(conversation_ids))
     )
-    return {int(r.conversation_id): _item(r) for r in rows}
+    return {int(r.conversation_id): item_of(r) for r in rows}

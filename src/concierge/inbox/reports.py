@@ -66,7 +66,7 @@ def report(
         )
     )
     for row in rows:
-        item = items._item(row)
+        item = items.item_of(row)
         group = groups[key_of(item.opened_at, item.channel, item.assistant_id, item.assignee_id)]
         if by == "agent":
             group["handed_off"] += 1

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from concierge.background import stop
 from concierge.conversations import feed
-from concierge.inbox import items
+from concierge.inbox import automation, items
 from concierge.inbox import settings as inbox_settings
 from concierge.inbox.items import ItemStatus, Notify
 from concierge.inbox.settings import InboxSettings
@@ -82,10 +82,12 @@ class Inbox:
             )
             done["opened"] += opened is not None
         done["reopened"] = self._follow_turns(conn)
-        done["woken"] = items.wake_snoozed(conn, now)
-        done["breached"] = items.flag_breaches(conn, now)
-        for item in items.unassigned(conn):
-            done["assigned"] += items.auto_assign(conn, item, settings_of(item.org_id)) is not None
+        done["woken"] = automation.wake_snoozed(conn, now)
+        done["breached"] = automation.flag_breaches(conn, now)
+        for item in automation.unassigned(conn):
+            done["assigned"] += (
+                automation.auto_assign(conn, item, settings_of(item.org_id)) is not None
+            )
         return done
 
     def _follow_turns(self, conn: Connection) -> int:
