@@ -10,8 +10,6 @@ through the ``register_channels`` hook; the built-in ones use it too.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from concierge.errors import InvalidRequest, PermissionDenied, SignatureInvalid
+from concierge.errors import InvalidRequest
 
 
 class EventKind(StrEnum):
@@ -209,34 +207,6 @@ class ChannelConfig(BaseModel):
     SECRETS: ClassVar[frozenset[str]] = frozenset()
 
     api_base_url: str | None = None
-
-
-def hmac_sha256(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def check_meta_signature(app_secret: str, headers: Mapping[str, str], body: bytes) -> None:
-    """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body under the app secret>``,
-    compared in constant time (Meta's webhooks: WhatsApp, Messenger, Instagram)."""
-    given = headers.get("x-hub-signature-256", "")
-    if not given.startswith("sha256="):
-        raise SignatureInvalid("the webhook has no X-Hub-Signature-256 signature")
-    if not hmac.compare_digest(given[7:].lower(), hmac_sha256(app_secret, body)):
-        raise SignatureInvalid("the webhook's X-Hub-Signature-256 signature does not match")
-
-
-def verify_meta_subscription(verify_token: str, query: Mapping[str, str]) -> str:
-    """Meta's subscription handshake: ``hub.mode=subscribe`` with the configured
-    ``hub.verify_token`` is answered with ``hub.challenge``."""
-    if query.get("hub.mode") != "subscribe":
-        raise InvalidRequest("hub.mode must be 'subscribe'", param="hub.mode")
-    given = query.get("hub.verify_token", "")
-    if not hmac.compare_digest(given.encode(), verify_token.encode()):
-        raise PermissionDenied("hub.verify_token does not match the channel's verify_token")
-    challenge = query.get("hub.challenge", "")
-    if not challenge or len(challenge) > 256:
-        raise InvalidRequest("hub.challenge is missing", param="hub.challenge")
-    return challenge
 
 
 def loads(body: bytes) -> Any:

@@ -54,15 +54,13 @@ def ask_if_needed(
         Choice(id=f"{PREFIX}{purpose}:yes", title=YES),
         Choice(id=f"{PREFIX}{purpose}:no", title=NO),
     )
-    outbox.enqueue(
+    outbox.enqueue_to(
         conn,
-        channel_id=channel.id,
-        org_id=channel.org_id,
-        thread_id=thread.id,
-        conversation_id=conversation_id,
-        turn_id=None,
-        messages=compose(kind, text, choices),
+        channel,
+        thread,
+        compose(kind, text, choices),
         dedupe=f"consent:{thread.id}:{purpose}:{version}",
+        conversation_id=conversation_id,
     )
 
 
@@ -91,13 +89,6 @@ def record_answer(
         text_version=policy.consent.text_versions.get(purpose, "1"),
         actor="end_user",
     )
-    outbox.enqueue(
-        conn,
-        channel_id=channel.id,
-        org_id=channel.org_id,
-        thread_id=thread.id,
-        conversation_id=thread.conversation_id,
-        turn_id=None,
-        messages=compose(kind, THANKS[granted]),
-        dedupe=f"consent-ack:{event_key}"[:70],
+    outbox.enqueue_to(
+        conn, channel, thread, compose(kind, THANKS[granted]), dedupe=f"consent-ack:{event_key}"
     )

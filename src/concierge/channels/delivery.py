@@ -57,13 +57,6 @@ def queue_human_reply(
                 "an approved template now (send one with 'template')"
             )
         messages = compose(kind, text, human=True)
-    return outbox.enqueue(
-        conn,
-        channel_id=channel.id,
-        org_id=channel.org_id,
-        thread_id=thread.id,
-        conversation_id=thread.conversation_id,
-        turn_id=turn_id,
-        messages=messages,
-        dedupe=f"turn:{turn_id}",
+    return outbox.enqueue_to(
+        conn, channel, thread, messages, dedupe=f"turn:{turn_id}", turn_id=turn_id
     )

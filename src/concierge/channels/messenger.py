@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import Field
 
 from concierge.channels.base import (
     ChannelConfig,
-    ChannelType,
     Event,
     EventKind,
     MalformedEvent,
@@ -26,12 +25,10 @@ from concierge.channels.base import (
     PlatformHttp,
     SendFailed,
     Sent,
-    check_meta_signature,
     from_epoch,
     loads,
-    verify_meta_subscription,
 )
-from concierge.channels.whatsapp import GRAPH
+from concierge.channels.meta import MetaConfig, MetaPlatform
 
 # Graph API error codes for the Send API
 RATE_LIMITED = {4, 17, 32, 613}
@@ -40,14 +37,8 @@ OUTSIDE_WINDOW_SUBCODES = {2018278, 2018108, 2534022}
 ATTACHMENT_KINDS = {"image": "image", "audio": "audio", "video": "video", "file": "document"}
 
 
-class MessengerConfig(ChannelConfig):
-    SECRETS: ClassVar[frozenset[str]] = frozenset({"access_token", "app_secret", "verify_token"})
-
+class MessengerConfig(MetaConfig):
     page_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
-    access_token: str = Field(min_length=1, max_length=1024)
-    app_secret: str = Field(min_length=1, max_length=256)
-    verify_token: str = Field(min_length=1, max_length=256)
-    api_version: str = Field("v23.0", pattern=r"^v\d{1,3}\.\d{1,2}$")
     messages_per_second: float = Field(40.0, gt=0, le=1000)
 
 
@@ -132,7 +123,7 @@ def _event(item: Mapping[str, Any]) -> Event | None:
     )
 
 
-class Messenger(ChannelType):
+class Messenger(MetaPlatform):
     name = "messenger"
     title = "Messenger"
     config_model = MessengerConfig
@@ -143,23 +134,9 @@ class Messenger(ChannelType):
     default_rate = 40.0
     webhook_object = "page"
 
-    def _base(self, config: MessengerConfig) -> str:
-        return f"{(config.api_base_url or GRAPH).rstrip('/')}/{config.api_version}"
-
-    def _auth(self, config: MessengerConfig) -> dict[str, str]:
-        return {"Authorization": f"Bearer {config.access_token}"}
-
     def sender_id(self, config: ChannelConfig) -> str:
         assert isinstance(config, MessengerConfig)
         return f"{self.name}:{config.page_id}"
-
-    def verify(self, config: ChannelConfig, query: Mapping[str, str]) -> str:
-        assert isinstance(config, MessengerConfig)
-        return verify_meta_subscription(config.verify_token, query)
-
-    def authenticate(self, config: ChannelConfig, headers: Mapping[str, str], body: bytes) -> None:
-        assert isinstance(config, MessengerConfig)
-        check_meta_signature(config.app_secret, headers, body)
 
     def parse(self, config: ChannelConfig, body: bytes) -> list[Event]:
         assert isinstance(config, MessengerConfig)

@@ -12,6 +12,7 @@ never sent a second time on a guess.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select, update
 
 from concierge.channels.base import Outbound
-from concierge.channels.queue import _insert_ignoring_duplicates
+from concierge.channels.queue import Thread, _insert_ignoring_duplicates
+from concierge.channels.store import Channel
 from concierge.errors import Conflict, NotFound
 from concierge.store import aware, id_is
 from concierge.store.tables import channel_outbox, channel_threads
@@ -140,6 +142,8 @@ def enqueue(
 ) -> int:
     """Queue ``messages`` in order; a second call with the same ``dedupe`` queues nothing."""
     now = datetime.now(UTC)
+    if len(dedupe) > 72:  # a long platform id: kept whole in a digest, not cut
+        dedupe = dedupe[:30] + hashlib.sha256(dedupe.encode()).hexdigest()[:40]
     rows = [
         {
             "channel_id": channel_id,
@@ -147,7 +151,7 @@ def enqueue(
             "thread_id": thread_id,
             "conversation_id": conversation_id,
             "turn_id": turn_id,
-            "dedupe": f"{dedupe}:{part}"[:80],
+            "dedupe": f"{dedupe}:{part}",
             "payload": message.to_dict(),
             "status": OutboxStatus.PENDING,
             "attempts": 0,
@@ -158,6 +162,29 @@ def enqueue(
         for part, message in enumerate(messages)
     ]
     return _insert_ignoring_duplicates(conn, channel_outbox, rows)
+
+
+def enqueue_to(
+    conn: Connection,
+    channel: Channel,
+    thread: Thread,
+    messages: Sequence[Outbound],
+    *,
+    dedupe: str,
+    turn_id: int | None = None,
+    conversation_id: int | None = None,
+) -> int:
+    """:func:`enqueue` for a channel's customer (their conversation by default)."""
+    return enqueue(
+        conn,
+        channel_id=channel.id,
+        org_id=channel.org_id,
+        thread_id=thread.id,
+        conversation_id=conversation_id if conversation_id is not None else thread.conversation_id,
+        turn_id=turn_id,
+        messages=messages,
+        dedupe=dedupe,
+    )
 
 
 def ready_threads(conn: Connection, limit: int) -> list[int]:

@@ -176,15 +176,14 @@ class Channels:
         if carrier is None:
             return
         offered = tuple(Choice(id=ident, title=title) for ident, title in choices)
-        outbox.enqueue(
+        outbox.enqueue_to(
             conn,
-            channel_id=carrier.channel.id,
-            org_id=carrier.channel.org_id,
-            thread_id=carrier.thread.id,
-            conversation_id=conversation.id,
-            turn_id=turn_id,
-            messages=compose(carrier.kind, text, offered, raw_choices=True),
+            carrier.channel,
+            carrier.thread,
+            compose(carrier.kind, text, offered, raw_choices=True),
             dedupe=f"turn:{turn_id}",
+            turn_id=turn_id,
+            conversation_id=conversation.id,
         )
         self.dispatcher.outbound.wake.set()
 

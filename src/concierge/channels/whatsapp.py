@@ -15,13 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from concierge.channels.base import (
     ChannelConfig,
-    ChannelType,
     Event,
     EventKind,
     MalformedEvent,
@@ -31,14 +30,12 @@ from concierge.channels.base import (
     SendFailed,
     Sent,
     Template,
-    check_meta_signature,
     from_epoch,
     loads,
-    verify_meta_subscription,
 )
+from concierge.channels.meta import MetaConfig, MetaPlatform
 from concierge.errors import InvalidRequest
 
-GRAPH = "https://graph.facebook.com"
 MEDIA_KINDS = ("image", "audio", "video", "document", "sticker")
 # Graph API error codes (developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes)
 RATE_LIMITED = {4, 80007, 130429, 131048, 131056, 613}
@@ -68,14 +65,8 @@ class TemplateSpec(BaseModel):
         return re.sub(r"\{\{(\d+)\}\}", lambda m: values[int(m.group(1)) - 1], self.body)
 
 
-class WhatsAppConfig(ChannelConfig):
-    SECRETS: ClassVar[frozenset[str]] = frozenset({"access_token", "app_secret", "verify_token"})
-
+class WhatsAppConfig(MetaConfig):
     phone_number_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
-    access_token: str = Field(min_length=1, max_length=1024)
-    app_secret: str = Field(min_length=1, max_length=256)
-    verify_token: str = Field(min_length=1, max_length=256)
-    api_version: str = Field("v23.0", pattern=r"^v\d{1,3}\.\d{1,2}$")
     messages_per_second: float = Field(80.0, gt=0, le=1000)
     templates: list[TemplateSpec] = Field(default_factory=list, max_length=250)
 
@@ -182,7 +173,7 @@ def status_event(status: Mapping[str, Any]) -> Event:
     )
 
 
-class WhatsApp(ChannelType):
+class WhatsApp(MetaPlatform):
     name = "whatsapp"
     title = "WhatsApp"
     config_model = WhatsAppConfig
@@ -195,23 +186,9 @@ class WhatsApp(ChannelType):
     typing_seconds = 20.0  # the indicator shows for up to 25 seconds
     echoes_tag = True  # biz_opaque_callback_data
 
-    def _base(self, config: WhatsAppConfig) -> str:
-        return f"{(config.api_base_url or GRAPH).rstrip('/')}/{config.api_version}"
-
-    def _auth(self, config: WhatsAppConfig) -> dict[str, str]:
-        return {"Authorization": f"Bearer {config.access_token}"}
-
     def sender_id(self, config: ChannelConfig) -> str:
         assert isinstance(config, WhatsAppConfig)
         return f"whatsapp:{config.phone_number_id}"
-
-    def verify(self, config: ChannelConfig, query: Mapping[str, str]) -> str:
-        assert isinstance(config, WhatsAppConfig)
-        return verify_meta_subscription(config.verify_token, query)
-
-    def authenticate(self, config: ChannelConfig, headers: Mapping[str, str], body: bytes) -> None:
-        assert isinstance(config, WhatsAppConfig)
-        check_meta_signature(config.app_secret, headers, body)
 
     def parse(self, config: ChannelConfig, body: bytes) -> list[Event]:
         assert isinstance(config, WhatsAppConfig)

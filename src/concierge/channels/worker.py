@@ -62,6 +62,22 @@ THANKS_FOR_RATING = "Thank you for your rating."
 MODEL_DOWN = ("service_unavailable", "upstream_error", "not_found_error")
 
 
+def message_for(
+    channel: Channel, thread: Thread, text: str, on_record: Callable[[Connection, Recorded], None]
+) -> Inbound:
+    """The reply pipeline's view of a customer's message on a channel: the end user is their
+    platform identity; the model's fair queue is shared per customer."""
+    return Inbound(
+        org_id=channel.org_id,
+        assistant=channel.assistant_id,
+        channel=channel.type,
+        external_id=thread.sender,
+        text=text,
+        priority_key=f"channel:{channel.id}:{thread.sender}",
+        on_record=on_record,
+    )
+
+
 class Dispatcher(Workers):
     """Inbound events and status callbacks; the outbox through its :class:`Sender`."""
 
@@ -201,14 +217,8 @@ class Dispatcher(Workers):
         text, extra, unreadable, media_ids = await self._content(channel, thread, event)
         if event.choice == HUMAN_CHOICE:
             text = ASK_FOR_HUMAN
-        inbound = Inbound(
-            org_id=channel.org_id,
-            assistant=channel.assistant_id,
-            channel=channel.type,
-            external_id=thread.sender,
-            text=text,
-            priority_key=f"channel:{channel.id}:{thread.sender}",
-            on_record=self._recorder(channel, thread, queued, media_ids, extra),
+        inbound = message_for(
+            channel, thread, text, self._recorder(channel, thread, queued, media_ids, extra)
         )
         runtime = self.service.runtime
         if unreadable is not None:
@@ -240,15 +250,12 @@ class Dispatcher(Workers):
         def write(conn: Connection) -> None:
             assert thread.conversation_id is not None
             inbox_items.rate(conn, channel.org_id, thread.conversation_id, int(score))
-            outbox.enqueue(
+            outbox.enqueue_to(
                 conn,
-                channel_id=channel.id,
-                org_id=channel.org_id,
-                thread_id=thread.id,
-                conversation_id=thread.conversation_id,
-                turn_id=None,
-                messages=compose(kind, THANKS_FOR_RATING),
-                dedupe=f"rated:{queued.event.key}"[:70],
+                channel,
+                thread,
+                compose(kind, THANKS_FOR_RATING),
+                dedupe=f"rated:{queued.event.key}",
             )
             queue.finish(conn, queued.id, EventStatus.DONE)
 
@@ -317,15 +324,14 @@ class Dispatcher(Workers):
             reply = recorded.reply
             if reply is None or not recorded.delivered.strip():
                 return
-            outbox.enqueue(
+            outbox.enqueue_to(
                 conn,
-                channel_id=channel.id,
-                org_id=channel.org_id,
-                thread_id=thread.id,
-                conversation_id=recorded.conversation.id,
-                turn_id=reply.id,
-                messages=compose(kind, recorded.delivered, extra),
+                channel,
+                thread,
+                compose(kind, recorded.delivered, extra),
                 dedupe=f"turn:{reply.id}",
+                turn_id=reply.id,
+                conversation_id=recorded.conversation.id,
             )
             channel_consent.ask_if_needed(
                 conn, kind, channel, thread, recorded.conversation.id, self.service.policies
@@ -347,14 +353,7 @@ class Dispatcher(Workers):
             recorder(conn, recorded)
             queue.finish(conn, queued.id, EventStatus.FAILED, error=why[:500])
 
-        inbound = Inbound(
-            org_id=channel.org_id,
-            assistant=channel.assistant_id,
-            channel=channel.type,
-            external_id=thread.sender,
-            text=text,
-            on_record=on_record,
-        )
+        inbound = message_for(channel, thread, text, on_record)
         try:
             await self.service.runtime.platform_reply(
                 inbound, APOLOGY, handoff=f"the assistant could not answer: {why}"[:300]
