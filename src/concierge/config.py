@@ -353,7 +353,7 @@ class Settings(BaseModel):
         ge=1,
         le=86400,
         description="How long a message whose send was cut short waits for the platform's "
-        "status callback before it is sent again (WhatsApp) or marked unknown (others).",
+        "status callback before it is marked unknown (never sent twice on a guess).",
     )
     channel_max_media_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest media file downloaded from a platform."

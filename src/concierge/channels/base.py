@@ -287,7 +287,6 @@ class ChannelType(ABC):
     human_window: ClassVar[timedelta | None] = None  # longer window for a person's reply
     default_rate: ClassVar[float] = 20.0  # messages a second one sender may send
     typing_seconds: ClassVar[float] = 0.0  # refresh the typing indicator this often (0: never)
-    echoes_tag: ClassVar[bool] = False  # status callbacks carry Outbound.tag back
 
     @abstractmethod
     def authenticate(self, config: ChannelConfig, headers: Mapping[str, str], body: bytes) -> None:

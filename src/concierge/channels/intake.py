@@ -15,8 +15,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from concierge.background import stop
 from concierge.channels import queue
 from concierge.channels.base import Event
@@ -43,7 +41,8 @@ class Intake:
         self._task: asyncio.Task[None] | None = None
 
     async def store(self, channel_id: str, org_id: int, events: list[Event]) -> int:
-        """Store ``events`` (a repeat is ignored); how many were new. Returns once committed."""
+        """Store ``events`` (a repeat is ignored). Returns once committed, with how many events
+        of its batch (this call's and those written with them) were new."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="channels-intake")
         pending = _Pending(channel_id, org_id, events)
@@ -68,7 +67,11 @@ class Intake:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            counts = await self.db.write(lambda conn: [self._one(conn, p) for p in batch])
+            new = await self.db.write(
+                lambda conn: queue.store_batch(
+                    conn, [(p.channel_id, p.org_id, p.events) for p in batch]
+                )
+            )
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].done.done():
@@ -78,13 +81,8 @@ class Intake:
             for pending in batch:
                 await self._write([pending])
             return
-        for pending, count in zip(batch, counts, strict=True):
+        for pending in batch:
             if not pending.done.done():
-                pending.done.set_result(count)
-        if any(counts):
+                pending.done.set_result(new)
+        if new:
             self.stored()
-
-    @staticmethod
-    def _one(conn: Connection, pending: _Pending) -> int:
-        new, _threads = queue.store_events(conn, pending.channel_id, pending.org_id, pending.events)
-        return new

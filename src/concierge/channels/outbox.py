@@ -4,10 +4,10 @@ Rows are written in the transaction that stores the turn they carry (so a reply 
 record and queued, or neither), sent in order per thread by the holder of the thread's send
 lease, and retried with exponential backoff and full jitter; the platform's own wait (a 429's
 ``retry_after``) is honoured. A row is marked ``sending`` (committed) before the request goes
-out: if the process dies then, the row is *in doubt*. Where the platform echoes our id in its
-status callbacks (WhatsApp's ``biz_opaque_callback_data``), a callback settles it; otherwise,
-and when none comes within the grace period, it is marked ``unknown`` for a person to decide,
-never sent a second time on a guess.
+out: if the process dies then, the row is *in doubt*. A status callback that names it (by our
+id, WhatsApp's ``biz_opaque_callback_data``, or by the platform's) settles it; when none has
+within ``outbox_in_doubt_seconds``, it is marked ``unknown`` for a person to decide: never sent
+a second time on a guess (a late callback still settles it).
 """
 
 from __future__ import annotations
@@ -222,14 +222,19 @@ def head(conn: Connection, thread_id: int) -> OutboxRow | None:
     return None if row is None else _row(row)
 
 
-def mark_sending(conn: Connection, row_id: int) -> None:
+def mark_sending(conn: Connection, row_id: int, grace: float) -> None:
+    """The request is about to go out. Should the process stop before its answer is recorded,
+    the row is looked at again only after ``grace`` seconds (its status callback may settle
+    it meanwhile)."""
+    now = datetime.now(UTC)
     conn.execute(
         update(channel_outbox)
         .where(channel_outbox.c.id == row_id)
         .values(
             status=OutboxStatus.SENDING,
             attempts=channel_outbox.c.attempts + 1,
-            updated_at=datetime.now(UTC),
+            available_at=now + timedelta(seconds=grace),
+            updated_at=now,
         )
     )
 

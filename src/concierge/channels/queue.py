@@ -1,7 +1,7 @@
 """The durable inbound queue: events stored before the platform is answered, then processed
 at least once, in order per end user, by whichever replica holds that end user's lease.
 
-- **Intake** (:func:`store_events`) writes each event once: a repeated delivery (same
+- **Intake** (:func:`store_batch`) writes each event once: a repeated delivery (same
   platform id) is ignored by the unique key ``(channel_id, key)``. The customer-service window
   is moved in the same transaction.
 - **Leases**: a thread (one end user of one channel) is worked on by one worker at a time. A
@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from concierge.channels.base import Event, EventKind
@@ -141,40 +141,68 @@ def get_thread(conn: Connection, thread_id: int) -> Thread:
     )
 
 
-def store_events(
-    conn: Connection, channel_id: str, org_id: int, events: Sequence[Event]
-) -> tuple[int, set[int]]:
-    """Store ``events`` (a repeated one is skipped): how many were new, and the threads that
-    have new messages."""
+def store_events(conn: Connection, channel_id: str, org_id: int, events: Sequence[Event]) -> int:
+    """Store ``events`` of one channel (a repeated one is skipped); how many were new."""
+    return store_batch(conn, [(channel_id, org_id, list(events))])
+
+
+def store_batch(conn: Connection, batch: Sequence[tuple[str, int, list[Event]]]) -> int:
+    """Store the events of several webhook calls (``(channel_id, org_id, events)`` each) in a
+    few statements, whatever their number: the senders' threads made where missing (one
+    insert) and read back (one select), the customer-service window moved for those who wrote
+    (one update), the events inserted, a repeated one skipped (one insert). How many were
+    new."""
     now = datetime.now(UTC)
-    rows, threads = [], set()
-    for event in events:
-        thread_id = None
-        if event.kind != EventKind.STATUS and event.sender:
-            thread = thread_for(conn, channel_id, org_id, event.sender)
-            thread_id = thread.id
-            if event.kind == EventKind.MESSAGE:
-                threads.add(thread.id)
-                conn.execute(
-                    update(channel_threads)
-                    .where(channel_threads.c.id == thread.id)
-                    .values(last_inbound_at=now)
-                )
-        rows.append(
-            {
-                "channel_id": channel_id,
-                "org_id": org_id,
-                "thread_id": thread_id,
-                "key": event.key[:160],
-                "kind": str(event.kind),
-                "payload": event.to_dict(),
-                "status": EventStatus.PENDING,
-                "attempts": 0,
-                "available_at": now,
-                "received_at": now,
-            }
+    senders = {
+        (channel_id, event.sender): org_id
+        for channel_id, org_id, events in batch
+        for event in events
+        if event.kind != EventKind.STATUS and event.sender
+    }
+    ids: dict[tuple[str, str], int] = {}
+    if senders:
+        _insert_ignoring_duplicates(
+            conn,
+            channel_threads,
+            [{"channel_id": c, "org_id": o, "sender": s} for (c, s), o in senders.items()],
         )
-    return _insert_ignoring_duplicates(conn, channel_events, rows), threads
+        rows = conn.execute(
+            select(
+                channel_threads.c.id, channel_threads.c.channel_id, channel_threads.c.sender
+            ).where(
+                tuple_(channel_threads.c.channel_id, channel_threads.c.sender).in_(list(senders))
+            )
+        )
+        ids = {(r.channel_id, r.sender): int(r.id) for r in rows}
+    wrote = {
+        ids[(channel_id, e.sender)]
+        for channel_id, _org, events in batch
+        for e in events
+        if e.kind == EventKind.MESSAGE and e.sender
+    }
+    if wrote:
+        conn.execute(
+            update(channel_threads)
+            .where(channel_threads.c.id.in_(sorted(wrote)))
+            .values(last_inbound_at=now)
+        )
+    rows_in = [
+        {
+            "channel_id": channel_id,
+            "org_id": org_id,
+            "thread_id": ids.get((channel_id, event.sender)),
+            "key": event.key[:160],
+            "kind": str(event.kind),
+            "payload": event.to_dict(),
+            "status": EventStatus.PENDING,
+            "attempts": 0,
+            "available_at": now,
+            "received_at": now,
+        }
+        for channel_id, org_id, events in batch
+        for event in events
+    ]
+    return _insert_ignoring_duplicates(conn, channel_events, rows_in)
 
 
 def store_malformed(conn: Connection, channel_id: str, org_id: int, body: bytes, why: str) -> None:

@@ -82,22 +82,19 @@ class Sender(Workers):
         row, thread, channel = found
         now = datetime.now(UTC)
         kind = service.types.get(channel.type)
-        if row.status == OutboxStatus.SENDING:  # in doubt: the last try was cut short
-            waited = (now - row.updated_at).total_seconds()
-            if waited < self.settings.outbox_in_doubt_seconds:
-                self.loop.wake.set()
-                return False  # its status callback may still come
-            if not kind.echoes_tag:
-                await self._fail(
-                    row,
-                    "the server stopped while sending this message; the platform cannot tell "
-                    "whether it arrived, so it is not sent again (resend it if needed)",
-                    "in_doubt",
-                    OutboxStatus.UNKNOWN,
-                )
-                return True
-            # No callback for our tag within the grace period: it never went out.
-        elif row.available_at > now:
+        if row.status == OutboxStatus.SENDING:
+            # In doubt: a try was cut short (the process stopped) and no status callback has
+            # settled it within outbox_in_doubt_seconds. It may have arrived: it is not sent
+            # again on a guess; a person can resend it, and a late callback still settles it.
+            await self._fail(
+                row,
+                "the server stopped while sending this message and the platform has not said "
+                "whether it arrived; it is not sent again automatically (resend it if needed)",
+                "in_doubt",
+                OutboxStatus.UNKNOWN,
+            )
+            return True
+        if row.available_at > now:
             return False
         if channel.status != ChannelStatus.ACTIVE:
             await self._fail(row, "the channel is disabled", "channel_disabled")
@@ -114,7 +111,8 @@ class Sender(Workers):
         sender = kind.sender_id(channel.config)
         rate = float(getattr(channel.config, "messages_per_second", kind.default_rate))
         await service.pacer.wait(sender, rate)
-        await self.db.write(lambda conn: outbox.mark_sending(conn, row.id))
+        grace = self.settings.outbox_in_doubt_seconds
+        await self.db.write(lambda conn: outbox.mark_sending(conn, row.id, grace))
         try:
             sent = await kind.send(service.http(), channel.config, thread.sender, row.message)
         except SendFailed as exc:

@@ -184,7 +184,6 @@ class WhatsApp(MetaPlatform):
     window = timedelta(hours=24)
     default_rate = 80.0
     typing_seconds = 20.0  # the indicator shows for up to 25 seconds
-    echoes_tag = True  # biz_opaque_callback_data
 
     def sender_id(self, config: ChannelConfig) -> str:
         assert isinstance(config, WhatsAppConfig)
