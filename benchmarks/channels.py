@@ -417,7 +417,18 @@ def kill_recovery(stack: Stack, channel: str, messages: int) -> dict[str, Any]:
     answered_before = len({s[1] for s in replies()})
     killed_at = time.time()
     ready_s = stack.start_server()
-    wait_for(lambda: len({s[1] for s in replies()}) >= messages, 300)
+
+    def unknown() -> int:
+        """Replies caught mid-send: not sent again on a guess (marked unknown after
+        outbox_in_doubt_seconds without a status callback)."""
+        with stack.admin() as client:
+            page = client.get(
+                f"/v1/channels/{channel}/messages", params={"status": "unknown", "limit": 500}
+            )
+            return len(page.json()["data"])
+
+    wait_for(lambda: len({s[1] for s in replies()}) >= messages, 30)
+    wait_for(lambda: len({s[1] for s in replies()}) + unknown() >= messages, 300)
     done = time.monotonic() - killed
     recipients = Counter(s[1] for s in replies())
     after = sorted(s[0] - killed_at - ready_s for s in replies() if s[0] > killed_at)
@@ -433,6 +444,7 @@ def kill_recovery(stack: Stack, channel: str, messages: int) -> dict[str, Any]:
         "ready_to_all_answered_s": round(done - ready_s, 2),
         "answered": len(recipients),
         "answered_twice": sum(1 for c in recipients.values() if c > 1),
+        "in_doubt_marked_unknown": unknown(),
     }
 
 

@@ -266,3 +266,59 @@ async def test_messenger_quick_replies_and_a_person_replying_after_a_day(
         f"/v1/conversations/{conversation.id}/human_messages", json={"content": "Hello?"}
     )
     assert late.status_code == 409
+
+
+@pytest.mark.settings(
+    outbox_retry_seconds=0.05, outbox_in_doubt_seconds=1, channel_poll_seconds=0.05
+)
+async def test_a_send_cut_short_is_marked_unknown_not_sent_again(
+    pipeline: Pipeline,
+    graph: FakeGraph,  # noqa: F811
+) -> None:
+    from concierge.channels import outbox as box
+    from concierge.channels import queue
+    from concierge.channels.base import Outbound
+
+    channel = await connect(pipeline, graph)
+
+    def crashed_mid_send(conn: Any) -> int:
+        """What a process killed between the request and its answer leaves behind."""
+        thread = queue.thread_for(conn, channel["id"], 1, CUSTOMER)
+        conn.execute(
+            update(channel_threads)
+            .where(channel_threads.c.id == thread.id)
+            .values(last_inbound_at=datetime.now(UTC))
+        )
+        box.enqueue(
+            conn,
+            channel_id=channel["id"],
+            org_id=1,
+            thread_id=thread.id,
+            conversation_id=None,
+            turn_id=None,
+            messages=[Outbound(text="Your parcel left the warehouse.")],
+            dedupe="crash:1",
+        )
+        [row] = conn.execute(channel_outbox.select()).all()
+        box.mark_sending(conn, row.id, grace=1.0)
+        return int(row.id)
+
+    row_id = await pipeline.app.db.write(crashed_mid_send)
+    pipeline.app.channels.dispatcher.wake()
+
+    async def unknown() -> Any:
+        found = (await rows(pipeline, channel_outbox))[0]
+        return found.status == "unknown" and found
+
+    found = await until(unknown)
+    assert found.error_code == "in_doubt" and graph.sent == []
+    # A late status callback still settles it.
+    from tests.peers.meta import wa_status
+
+    late = wa_status("wamid.LATE", "delivered", CUSTOMER, tag=f"cc-out:{row_id}")
+    await post(pipeline, channel, whatsapp_webhook(statuses=[late]))
+
+    async def delivered() -> bool:
+        return (await rows(pipeline, channel_outbox))[0].status == "delivered"
+
+    await until(delivered)

@@ -110,9 +110,12 @@ class Sender(Workers):
             return True
         sender = kind.sender_id(channel.config)
         rate = float(getattr(channel.config, "messages_per_second", kind.default_rate))
-        await service.pacer.wait(sender, rate)
         grace = self.settings.outbox_in_doubt_seconds
         await self.db.write(lambda conn: outbox.mark_sending(conn, row.id, grace))
+        # The slot is taken last, with nothing between it and the request: a slow write above
+        # must not push several sends into one instant (at most 64 sends of a process wait here,
+        # under a second at WhatsApp's pace).
+        await service.pacer.wait(sender, rate)
         try:
             sent = await kind.send(service.http(), channel.config, thread.sender, row.message)
         except SendFailed as exc:
