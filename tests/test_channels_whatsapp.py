@@ -422,3 +422,26 @@ async def test_memory_consent_is_asked_with_buttons_and_recorded(
     await asyncio.sleep(0.3)
     assert len(graph.sent) == 4
     assert len(await rows(pipeline, consents)) == 1
+
+
+async def test_a_bot_whose_webhook_cannot_be_set_is_not_kept(pipeline: Pipeline) -> None:
+    from tests.conftest import free_port
+
+    await pipeline.assistant()
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: Telegram "down"
+    config = {"bot_token": "1:abc", "secret_token": "s" * 20, "api_base_url": closed}
+    answer = await pipeline.client.post(
+        "/v1/channels", json={"type": "telegram", "assistant": "support", "config": config}
+    )
+    assert answer.status_code == 502, answer.text
+    assert "did not accept the webhook" in answer.json()["error"]["message"]
+    assert await pipeline.count(channels) == 0
+    bad = await pipeline.client.post(
+        "/v1/channels",
+        json={
+            "type": "telegram",
+            "assistant": "support",
+            "config": {**config, "api_base_url": "javascript:alert(1)"},
+        },
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "config.api_base_url"

@@ -342,6 +342,22 @@ async def test_revoked_key_is_refused(client: AsyncClient, concierge: Concierge)
         assert_openai_error(await app_client.get("/v1/models"), 401)
 
 
+async def test_limits_beyond_their_columns_are_refused_not_a_500(client: AsyncClient) -> None:
+    """Found by schemathesis on PostgreSQL: a per-minute limit past 32 bits reached the
+    database (a 500). Each limit is bounded where it is read."""
+    for field, value in (("tokens_per_minute", 2**31), ("requests_per_minute", 10**9 + 1)):
+        answer = await client.post(
+            "/api/keys", json={"org": "default", "name": "big", field: value}
+        )
+        assert_openai_error(answer, 400)
+    largest = await client.post(
+        "/api/keys",
+        json={"org": "default", "name": "big", "tokens_per_minute": 2**31 - 1,
+              "tokens_per_day": 10**15},
+    )  # fmt: skip
+    assert largest.status_code == 201, largest.text
+
+
 async def test_scopes(client: AsyncClient, concierge: Concierge) -> None:
     created = (await client.post("/api/keys", json={"org": "default", "name": "inf"})).json()
     async with http_client(concierge, key=created["key"]) as inference:

@@ -231,10 +231,10 @@ class Settings(BaseModel):
         0.25, gt=0, le=10, description="Longest a usage record waits before it is written."
     )
     default_requests_per_minute: int | None = Field(
-        None, ge=1, description="Rate limit for new keys without one (requests/minute)."
+        None, ge=1, le=10**9, description="Rate limit for new keys without one (requests/minute)."
     )
     default_tokens_per_minute: int | None = Field(
-        None, ge=1, description="Rate limit for new keys without one (tokens/minute)."
+        None, ge=1, le=2**31 - 1, description="Rate limit for new keys without one (tokens/minute)."
     )
     label_producer: str = Field(
         "Concierge",

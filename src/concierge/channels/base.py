@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from concierge.errors import InvalidRequest
 
@@ -206,7 +206,10 @@ class ChannelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     SECRETS: ClassVar[frozenset[str]] = frozenset()
 
-    api_base_url: str | None = None
+    # Where the platform's API is, for an emulator or a proxy (default: the platform's own).
+    api_base_url: str | None = Field(
+        None, max_length=500, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+    )
 
 
 def loads(body: bytes) -> Any:

@@ -21,6 +21,7 @@ from concierge.channels.base import (
     Choice,
     MalformedEvent,
     PlatformHttp,
+    SendFailed,
     Template,
 )
 from concierge.channels.compose import compose
@@ -34,7 +35,7 @@ from concierge.channels.worker import Dispatcher
 from concierge.config import Settings
 from concierge.conversations.store import Conversation
 from concierge.egress import Egress
-from concierge.errors import NotFound
+from concierge.errors import NotFound, UpstreamError
 from concierge.secretbox import SecretBox
 from concierge.store import Database
 
@@ -124,13 +125,25 @@ class Channels:
 
         channel = await self.db.write(write)
         if connect:
-            await self.connect(channel, webhook_url.replace("{id}", channel.id))
+            try:
+                await self.connect(channel, webhook_url.replace("{id}", channel.id))
+            except UpstreamError:
+                # Not connected, not kept: the operator fixes the token and sends it again.
+                await self.db.write(lambda conn: channel_store.remove(conn, channel, actor))
+                raise
         return channel
 
     async def connect(self, channel: Channel, webhook_url: str) -> None:
-        """Point the platform at the channel's webhook where its API allows (Telegram)."""
+        """Point the platform at the channel's webhook where its API allows (Telegram's
+        setWebhook); the platform's refusal is a 502 that says why."""
         kind = self.types.get(channel.type)
-        await kind.connect(self.http(), channel.config, webhook_url)
+        try:
+            await kind.connect(self.http(), channel.config, webhook_url)
+        except SendFailed as exc:
+            raise UpstreamError(
+                f"{kind.title} did not accept the webhook ({exc.message}); check the "
+                "channel's token and that public_url is reachable over HTTPS"
+            ) from None
 
     def assistant_names(self, conn: Connection, org_id: int) -> dict[int, str]:
         return {a.id: a.name for a in definitions.list_all(conn, org_id)}

@@ -27,10 +27,12 @@ def command() -> None:
     show_default=True,
     help="Repeat for several scopes.",
 )
-@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
-@click.option("--tokens-per-day", type=click.IntRange(min=1), help="Token quota per UTC day.")
-@click.option("--tokens-per-month", type=click.IntRange(min=1), help="Token quota per UTC month.")
+@click.option("--rpm", type=click.IntRange(1, 10**9), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1, 2**31 - 1), help="Tokens per minute.")
+@click.option("--tokens-per-day", type=click.IntRange(1, 10**15), help="Token quota per UTC day.")
+@click.option(
+    "--tokens-per-month", type=click.IntRange(1, 10**15), help="Token quota per UTC month."
+)
 @pass_context
 def create(
     ctx: Context,

@@ -269,7 +269,10 @@ async def get_report(
     until: datetime | None = None,
 ) -> JSON:
     end = until or datetime.now(UTC)
-    start = since or end - timedelta(days=30)
+    try:
+        start = since or end - timedelta(days=30)
+    except OverflowError:
+        raise InvalidRequest("until is too early", param="until") from None
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidRequest("give since and until with a time zone (…Z)", param="since")
     if start >= end:

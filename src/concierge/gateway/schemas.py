@@ -324,8 +324,9 @@ class KeyIn(Strict):
     scopes: list[Literal["platform", "admin", "inference", "knowledge", "inbox", "widget"]] = Field(
         default=["inference"], min_length=1, max_length=6
     )
+    # Per-minute limits are 32-bit columns: larger values are refused here, not by the database.
     requests_per_minute: int | None = Field(None, ge=1, le=10**9)
-    tokens_per_minute: int | None = Field(None, ge=1, le=10**12)
+    tokens_per_minute: int | None = Field(None, ge=1, le=2**31 - 1)
     tokens_per_day: int | None = Field(None, ge=1, le=10**15)
     tokens_per_month: int | None = Field(None, ge=1, le=10**15)
 
