@@ -11,7 +11,9 @@ decrypts, so a key is rotated by putting the new one first and running
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -51,23 +53,19 @@ class SecretBox:
         return self._fernet.rotate(sealed.encode()).decode()
 
 
-def new_key() -> str:
-    return Fernet.generate_key().decode()
-
-
 def key_file(data_dir: Path) -> bytes:
-    """The installation's key file, made (mode 0600) on first use."""
+    """The installation's key file, made (mode 0600) on first use. Written whole under a
+    temporary name, then linked into place: a process starting beside this one reads either
+    no file or the whole key, never half of it, and the first link wins."""
     path = data_dir / KEY_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key + b"\n")
-    return key
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "wb") as out:  # mkstemp makes it 0600
+                out.write(Fernet.generate_key() + b"\n")
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return path.read_bytes().strip()

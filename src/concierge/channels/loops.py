@@ -1,15 +1,13 @@
-"""What the channel workers share: a loop that runs when woken or on a timer, and the leases
-that keep one worker at a time on a customer's thread (:mod:`concierge.channels.queue`)."""
+"""What the channel workers share: the leases that keep one worker at a time on a customer's
+thread (:mod:`concierge.channels.queue`); their loops are :class:`concierge.background.Loop`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from concierge.background import stop
@@ -23,36 +21,6 @@ log = logging.getLogger(__name__)
 
 def worker_name() -> str:
     return f"{os.uname().nodename[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-@dataclass
-class Loop:
-    """One background loop: runs ``step`` when woken or every ``interval`` seconds."""
-
-    name: str
-    step: Callable[[], Awaitable[bool]]  # True: more work may be waiting right now
-    interval: float
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"channels-{self.name}")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                more = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database hiccup must not end the loop
-                log.exception("channel %s loop failed; retrying", self.name)
-                more = False
-            if more:
-                await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
-            self.wake.clear()
 
 
 class Workers:

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from concierge.background import stop
+from concierge.background import Loop, stop
 from concierge.channels import outbox, queue
 from concierge.channels.base import SendFailed
-from concierge.channels.loops import Loop, Workers
+from concierge.channels.loops import Workers
 from concierge.channels.outbox import OutboxRow, OutboxStatus
 from concierge.channels.queue import Thread
 from concierge.channels.store import Channel, ChannelStatus
@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 class Sender(Workers):
     def __init__(self, service: Channels, name: str) -> None:
         super().__init__(service, name)
-        self.loop = Loop("outbound", self._outbound_step, self.settings.channel_poll_seconds)
+        self.loop = Loop(
+            "channels-outbound", self._outbound_step, self.settings.channel_poll_seconds
+        )
         self._send_slots = asyncio.Semaphore(64)
         self._sending: set[int] = set()
 
     async def close(self) -> None:
-        await stop(self.loop.task)
+        await self.loop.stop()
         await self._stop_tasks()
 
     async def _outbound_step(self) -> bool:

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from concierge.assistants.events import Completed, Inbound, Recorded, Stage
-from concierge.background import stop
+from concierge.background import Loop, stop
 from concierge.channels import consent as channel_consent
 from concierge.channels import media as media_store
 from concierge.channels import outbox, queue
 from concierge.channels.base import Choice, Event, EventKind, SendFailed
 from concierge.channels.compose import compose
-from concierge.channels.loops import Loop, Workers, worker_name
+from concierge.channels.loops import Workers, worker_name
 from concierge.channels.queue import EventStatus, QueuedEvent, Thread
 from concierge.channels.sender import Sender
 from concierge.channels.store import Channel, ChannelStatus
@@ -84,8 +84,8 @@ class Dispatcher(Workers):
     def __init__(self, service: Channels) -> None:
         super().__init__(service, worker_name())
         interval = self.settings.channel_poll_seconds
-        self.inbound = Loop("inbound", self._inbound_step, interval)
-        self.statuses = Loop("statuses", self._status_step, interval)
+        self.inbound = Loop("channels-inbound", self._inbound_step, interval)
+        self.statuses = Loop("channels-statuses", self._status_step, interval)
         self.sender = Sender(service, self.name)
         self.outbound = self.sender.loop
         self._slots = asyncio.Semaphore(self.settings.channel_workers)

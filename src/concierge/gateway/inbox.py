@@ -99,6 +99,11 @@ BODY_MODELS: list[type[BaseModel]] = [
 ]
 
 
+def _name_in_path(value: str, param: str) -> None:
+    if not 1 <= len(value) <= 200:
+        raise InvalidRequest(f"{param} is 1-200 characters", param=param)
+
+
 def _page(found: list[Any], more: bool) -> dict[str, Any]:
     return {"object": "list", "data": [f.to_dict() for f in found], "has_more": more}
 
@@ -150,8 +155,7 @@ async def list_agents(request: Request, key: InboxKey) -> JSON:
 async def put_agent(account: str, request: Request) -> JSON:
     key = await admin_key(request)
     body = await parse(request, AgentIn)
-    if not 1 <= len(account) <= 200:
-        raise InvalidRequest("an account is 1-200 characters", param="account")
+    _name_in_path(account, "account")
     done = await concierge(request).db.write(
         lambda conn: people.save_agent(
             conn,
@@ -188,8 +192,7 @@ async def list_teams(request: Request, key: InboxKey) -> JSON:
 async def put_team(name: str, request: Request) -> JSON:
     key = await admin_key(request)
     body = await parse(request, TeamIn)
-    if not 1 <= len(name) <= 200:
-        raise InvalidRequest("a team name is 1-200 characters", param="name")
+    _name_in_path(name, "name")
     done = await concierge(request).db.write(
         lambda conn: people.save_team(
             conn,

@@ -6,14 +6,12 @@ a replica that dies mid-pass leaves nothing half-done."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select, update
 
-from concierge.background import stop
+from concierge.background import Loop
 from concierge.conversations import feed
 from concierge.inbox import automation, items
 from concierge.inbox import settings as inbox_settings
@@ -28,29 +26,18 @@ log = logging.getLogger(__name__)
 class Inbox:
     def __init__(self, db: Database, interval: float, notify: Notify | None = None) -> None:
         self.db = db
-        self.interval = interval
         self.notify = notify
-        self.wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.loop = Loop("inbox", self._step, interval)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="inbox")
+        self.loop.start()
 
     async def close(self) -> None:
-        await stop(self._task)
-        self._task = None
+        await self.loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database hiccup must not end the loop
-                log.exception("the inbox pass failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
-            self.wake.clear()
+    async def _step(self) -> bool:
+        await self.tick()
+        return False
 
     async def tick(self, now: datetime | None = None) -> dict[str, int]:
         """One pass (the tests call it directly)."""
